@@ -1,0 +1,51 @@
+"""The ``biokd`` command line. Commands are thin: each calls a public function of the package.
+
+Command modules import only typer at the top, so ``biokd --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .commands import demo, export, faced, glucose, info, physionet_mi, train
+
+app = typer.Typer(
+    help="Distil biomedical foundation models into small models that run on wearables.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+preprocess_app = typer.Typer(help="Turn a dataset release into windows ready for training.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Generate simulated cohorts in a real release's format.", no_args_is_help=True)
+app.add_typer(preprocess_app, name="preprocess")
+app.add_typer(simulate_app, name="simulate")
+
+preprocess_app.command("physionet-mi")(physionet_mi.preprocess)
+preprocess_app.command("faced")(faced.preprocess)
+preprocess_app.command("ohiot1dm")(glucose.preprocess)
+simulate_app.command("glucose")(glucose.simulate)
+app.command("train-teacher")(train.train_teacher)
+app.command("distill")(train.distill)
+app.command("evaluate")(train.evaluate)
+app.command("demo")(demo.demo)
+app.command("export")(export.export)
+app.command("sys-info")(info.sys_info)
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line and exit with status 2."""
+    from .errors import BiokdError
+
+    try:
+        app()
+    except BiokdError as err:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

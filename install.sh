@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install biokd into a virtual environment (.venv by default).
+#   bash install.sh            the package and its CLI
+#   bash install.sh test       plus the glucose and export extras and the test tools
+# A torch already in the venv is kept (GPU users install theirs first); otherwise the CPU build is taken.
+set -euo pipefail
+cd "$(dirname "$0")"
+extras="${1:-}"
+venv="${BIOKD_VENV:-.venv}"
+python="${PYTHON:-python3}"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  "${pip[@]}" install -q "torch==${BIOKD_TORCH_VERSION:-2.13.0}"
+fi
+# Freeze the installed torch so no dependency swaps it for another (CUDA) build.
+"$venv/bin/python" -c "import torch; print('torch==' + torch.__version__)" > "$venv/biokd-constraints.txt"
+target="."
+[ -n "$extras" ] && target=".[$extras]"
+"${pip[@]}" install -q -c "$venv/biokd-constraints.txt" -e "$target"
+"$venv/bin/python" scripts/fix_torchaudio.py
+echo "biokd installed in $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
