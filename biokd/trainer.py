@@ -1,0 +1,339 @@
+"""One training loop for teachers, students and distillers.
+
+AdamW with per-group learning rates, cosine schedule with warm-up, mixed precision on GPUs, gradient
+clipping, a checkpoint every epoch, best-epoch selection on a validation metric and exact resume: every
+epoch reseeds all generators from ``(seed, epoch)``, so a run resumed from its last checkpoint ends with
+the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ._io import load_torch, save_torch, write_json
+from .batch import model_inputs, to_device
+from .errors import WeightsError
+from .splits import check_no_leakage
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    #: Learning rate of a pretrained backbone (teacher fine-tuning); ``None`` = ``lr``.
+    backbone_lr: float | None = None
+    weight_decay: float = 0.05
+    min_lr: float = 1e-6
+    warmup_epochs: int = 0
+    grad_clip: float | None = 1.0
+    amp: bool = True
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    select_metric: str = "cohen_kappa"
+    select_mode: Literal["max", "min"] = "max"
+    #: "subject": train and validation subjects must differ (refuses leaks). "time": within-subject
+    #: forecasting protocols (OhioT1DM's challenge) that split each subject's record by time.
+    split_by: Literal["subject", "time"] = "subject"
+    #: Gaussian noise (in input units) added to training inputs; makes cached teacher outputs invalid.
+    augment_noise_std: float = 0.0
+    max_batches_per_epoch: int | None = None
+    progress: bool = True
+
+
+class Learner(Protocol):
+    """What :func:`fit` trains: a supervised model wrapper or a :class:`~biokd.distill.distiller.Distiller`."""
+
+    def training_step(self, batch: dict, teacher_out: dict | None = None) -> tuple[torch.Tensor, dict]: ...
+    def predict(self, batch: dict) -> torch.Tensor: ...
+
+
+class Supervised(nn.Module):
+    """A model trained on its task loss alone (teacher fine-tuning, or a student without a teacher)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Literal["classification", "regression"] = "classification",
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        self.model, self.task, self.label_smoothing = model, task, label_smoothing
+
+    def predict(self, batch: dict) -> torch.Tensor:
+        return self.model(*model_inputs(self.model, batch))
+
+    def training_step(self, batch: dict, teacher_out: dict | None = None) -> tuple[torch.Tensor, dict]:
+        out = self.predict(batch)
+        if self.task == "classification":
+            loss = nn.functional.cross_entropy(out, batch["label"], label_smoothing=self.label_smoothing)
+        else:
+            loss = nn.functional.mse_loss(out, batch["target"].to(out.dtype))
+        return loss, {"loss": float(loss.detach())}
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+
+
+Evaluate = Callable[[np.ndarray, np.ndarray, list[str]], dict[str, float]]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def trainable_state(learner: nn.Module) -> dict[str, torch.Tensor]:
+    """State of the learner without a frozen teacher (which never changes and may be huge)."""
+    return {k: v for k, v in learner.state_dict().items() if not k.startswith("teacher.")}
+
+
+def exported_model(learner: nn.Module) -> nn.Module:
+    """The model a run delivers: the student of a Distiller, the model of a Supervised learner."""
+    return learner.student if hasattr(learner, "student") else learner.model  # type: ignore[return-value]
+
+
+def param_groups(learner: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: backbone at ``backbone_lr`` when the model has ``backbone_parameters()``, rest at ``lr``."""
+    model = exported_model(learner)
+    trainable = [p for p in learner.parameters() if p.requires_grad]
+    if cfg.backbone_lr is None or not hasattr(model, "backbone_parameters"):
+        return [{"params": trainable, "lr": cfg.lr}]
+    backbone = {id(p) for p in model.backbone_parameters()}
+    return [
+        {"params": [p for p in trainable if id(p) in backbone], "lr": cfg.backbone_lr},
+        {"params": [p for p in trainable if id(p) not in backbone], "lr": cfg.lr},
+    ]
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    floors = [cfg.min_lr / g["lr"] if g["lr"] > 0 else 0.0 for g in optimizer.param_groups]
+
+    def factor(step: int, floor: float) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda s, f=f: factor(s, f) for f in floors])
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return torch.utils.data.default_collate(items)
+
+
+@torch.no_grad()
+def predict_dataset(
+    learner: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    target_key: str = "label",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Outputs, targets and subjects of ``learner`` over ``dataset`` in order."""
+    device = device or next(learner.parameters()).device
+    learner.eval()
+    outs, targets, subjects = [], [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        batch = to_device(batch, device)
+        outs.append(learner.predict(batch).float().cpu())
+        targets.append(batch[target_key].cpu())
+        subjects.extend(batch["subject"])
+    return torch.cat(outs).numpy(), torch.cat(targets).numpy(), subjects
+
+
+def _iterate(loader: Iterable, total: int, enabled: bool, description: str):
+    if not enabled:
+        yield from loader
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[loss]}"),
+    ]
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(description, total=total, loss="")
+        for batch in loader:
+            yield batch
+            bar.advance(task)
+
+
+def fit(
+    learner: nn.Module,
+    train_ds: Dataset,
+    val_ds: Dataset,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    evaluate: Evaluate,
+    *,
+    teacher_cache: Any = None,
+    target_key: str = "label",
+    resume: bool = True,
+    log: Callable[[str], None] = print,
+    stop_after_epoch: int | None = None,
+) -> FitResult:
+    """Train ``learner`` for ``cfg.epochs``; checkpoints go to ``run_dir/checkpoints``.
+
+    ``evaluate(outputs, targets, subjects)`` scores the validation set; ``cfg.select_metric`` picks the best
+    epoch. ``teacher_cache`` (see :mod:`biokd.distill.cache`) replaces the live teacher when inputs are not
+    augmented. ``stop_after_epoch`` simulates an interruption (tests).
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    if cfg.split_by == "subject" and hasattr(train_ds, "subjects") and hasattr(val_ds, "subjects"):
+        check_no_leakage({"train": train_ds.subjects, "val": val_ds.subjects})
+    device = pick_device(cfg.device)
+    learner.to(device)
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    def loader(epoch: int) -> DataLoader:
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        return DataLoader(
+            train_ds,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=gen,
+            drop_last=len(train_ds) > cfg.batch_size,
+            num_workers=cfg.num_workers,
+            collate_fn=collate,
+        )
+
+    seed_everything(cfg.seed)
+    if hasattr(learner, "setup") and not getattr(learner, "_ready", True):
+        learner.setup(to_device(next(iter(loader(0))), device))
+    steps = (
+        len(loader(0))
+        if cfg.max_batches_per_epoch is None
+        else min(len(loader(0)), cfg.max_batches_per_epoch)
+    )
+    optimizer = torch.optim.AdamW(param_groups(learner, cfg), weight_decay=cfg.weight_decay)
+    scheduler = cosine_schedule(optimizer, cfg, steps)
+
+    start, history, best = 0, [], {"epoch": -1, "metrics": {}, "score": None}
+    resumed_from = None
+    last = ckpt_dir / "last.pt"
+    if resume and last.is_file():
+        state = load_torch(last)
+        result = learner.load_state_dict(state["learner"], strict=False)
+        wrong = [k for k in result.missing_keys if not k.startswith("teacher.")] + result.unexpected_keys
+        if wrong:
+            raise WeightsError(f"{last}: does not fit this run's model ({', '.join(wrong[:5])} ...)")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, history, best = state["epoch"] + 1, json.loads(state["history"]), json.loads(state["best"])
+        resumed_from = state["epoch"]
+        log(f"resumed from {last} after epoch {resumed_from + 1}/{cfg.epochs}")
+
+    use_cache = teacher_cache is not None and cfg.augment_noise_std == 0
+    if teacher_cache is not None and not use_cache:
+        log("teacher cache not used: training inputs are augmented, so the live teacher sees them instead")
+    for epoch in range(start, cfg.epochs):
+        seed_everything(cfg.seed * 1_000 + epoch)
+        learner.train()
+        sums: dict[str, float] = {}
+        n = 0
+        batches = _iterate(loader(epoch), steps, cfg.progress, f"epoch {epoch + 1}/{cfg.epochs}")
+        for i, batch in enumerate(batches):
+            if i >= steps:
+                break
+            batch = to_device(batch, device)
+            if cfg.augment_noise_std > 0:
+                for key in _signal_keys(learner):
+                    batch[key] = batch[key] + cfg.augment_noise_std * torch.randn_like(batch[key])
+            teacher_out = teacher_cache.lookup(batch["index"], device) if use_cache else None
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss, logs = learner.training_step(batch, teacher_out)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(
+                    [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
+                )
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        outputs, targets, subjects = predict_dataset(learner, val_ds, cfg.batch_size, device, target_key)
+        metrics = evaluate(outputs, targets, subjects)
+        record = {
+            "epoch": epoch + 1,
+            **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        if hasattr(learner, "last_router_weights") and learner.last_router_weights:
+            record["router_weights"] = {k: v.mean(0).tolist() for k, v in learner.last_router_weights.items()}
+        history.append(record)
+        score = metrics[cfg.select_metric]
+        better = best["score"] is None or (
+            score > best["score"] if cfg.select_mode == "max" else score < best["score"]
+        )
+        if better:
+            best = {"epoch": epoch + 1, "metrics": metrics, "score": score}
+            key = "student" if hasattr(learner, "student") else "model"
+            save_torch(ckpt_dir / "best.pt", {key: exported_model(learner).state_dict(), "epoch": epoch + 1})
+        save_torch(
+            last,
+            {
+                "learner": trainable_state(learner),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "history": json.dumps(history),
+                "best": json.dumps(best),
+            },
+        )
+        write_json(run_dir / "history.json", history)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float))
+        log(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    return FitResult(best["epoch"], best["metrics"], history, resumed_from)
+
+
+def load_best(learner: nn.Module, run_dir: str | Path) -> nn.Module:
+    """Load the best checkpoint of ``run_dir`` into the learner's delivered model and return that model."""
+    state = load_torch(Path(run_dir) / "checkpoints" / "best.pt")
+    model = exported_model(learner)
+    model.load_state_dict(state["student"] if "student" in state else state["model"])
+    return model
+
+
+def _signal_keys(learner: nn.Module) -> tuple[str, ...]:
+    return tuple(getattr(exported_model(learner), "input_keys", ()))
