@@ -81,7 +81,7 @@ def test_taps_capture_and_reject_unknown_paths():
         out = taps.pop()
     assert out["layers.1"].shape == (2, 4, 4, 8)
     assert taps.outputs == {}
-    with pytest.raises(KeyError, match="Did you mean 'layers.1'"):
+    with pytest.raises(KeyError, match=r"Did you mean 'layers\.1'"):
         Taps(net, ["layers.1x"])
 
 
@@ -206,7 +206,7 @@ def _fit_distiller(tmp_path, epochs, stop_after=None):
 
 
 def test_distillation_loss_falls_and_student_beats_chance(tmp_path):
-    distiller, result = _fit_distiller(tmp_path, epochs=12)
+    _, result = _fit_distiller(tmp_path, epochs=12)
     losses_ = [h["train_loss"] for h in result.history]
     assert losses_[-1] < 0.8 * losses_[0]
     assert result.best_metrics["accuracy"] > 0.6  # chance is 1/3
@@ -238,7 +238,7 @@ def test_training_refuses_subject_leakage(tmp_path):
 def test_config_validation_names_bad_keys(tmp_path):
     cfg = from_dict(TrainConfig, {"epochs": 3, "lr": 1})
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
-    with pytest.raises(ConfigError, match="unknown config key 'epoch'. Did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'epoch'\. Did you mean 'epochs'"):
         from_dict(TrainConfig, {"epoch": 3})
     with pytest.raises(ConfigError, match="batch_size: expected int, got 'big'"):
         from_dict(TrainConfig, {"batch_size": "big"})
