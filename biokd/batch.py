@@ -34,8 +34,7 @@ def model_inputs(model: nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tens
     missing = [k for k in keys if k not in batch]
     if missing:
         raise KeyError(
-            f"{type(model).__name__} reads {list(keys)} but the batch has no {missing}; "
-            f"batch keys: {sorted(batch)}"
+            f"{type(model).__name__} reads {list(keys)} but the batch has no {missing}; batch keys: {sorted(batch)}"
         )
     return tuple(batch[k] for k in keys)
 

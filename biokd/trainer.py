@@ -233,11 +233,7 @@ def fit(
     seed_everything(cfg.seed)
     if hasattr(learner, "setup") and not getattr(learner, "_ready", True):
         learner.setup(to_device(next(iter(loader(0))), device))
-    steps = (
-        len(loader(0))
-        if cfg.max_batches_per_epoch is None
-        else min(len(loader(0)), cfg.max_batches_per_epoch)
-    )
+    steps = len(loader(0)) if cfg.max_batches_per_epoch is None else min(len(loader(0)), cfg.max_batches_per_epoch)
     optimizer = torch.optim.AdamW(param_groups(learner, cfg), weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg, steps)
 
@@ -280,9 +276,7 @@ def fit(
             scaler.scale(loss).backward()
             if cfg.grad_clip:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(
-                    [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
-                )
+                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -300,9 +294,7 @@ def fit(
             record["router_weights"] = {k: v.mean(0).tolist() for k, v in learner.last_router_weights.items()}
         history.append(record)
         score = metrics[cfg.select_metric]
-        better = best["score"] is None or (
-            score > best["score"] if cfg.select_mode == "max" else score < best["score"]
-        )
+        better = best["score"] is None or (score > best["score"] if cfg.select_mode == "max" else score < best["score"])
         if better:
             best = {"epoch": epoch + 1, "metrics": metrics, "score": score}
             key = "student" if hasattr(learner, "student") else "model"

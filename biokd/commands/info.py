@@ -13,8 +13,17 @@ def sys_info() -> None:
 
     table = Table("package", "version")
     table.add_row("python", platform.python_version())
-    for name in ("biokd", "torch", "braindecode", "mne", "numpy", "scikit-learn", "onnxruntime", "executorch",
-                 "simglucose"):
+    for name in (
+        "biokd",
+        "torch",
+        "braindecode",
+        "mne",
+        "numpy",
+        "scikit-learn",
+        "onnxruntime",
+        "executorch",
+        "simglucose",
+    ):
         try:
             table.add_row(name, md.version(name))
         except md.PackageNotFoundError:

@@ -106,9 +106,7 @@ def build_shards(
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-                futures = [
-                    pool.submit(_run_one, out, s, p, process, protocol, proto_hash) for s, p in todo.items()
-                ]
+                futures = [pool.submit(_run_one, out, s, p, process, protocol, proto_hash) for s, p in todo.items()]
                 for future in as_completed(futures):
                     _collect(report, future.result(), skip_bad)
                     advance()

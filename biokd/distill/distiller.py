@@ -79,9 +79,7 @@ class Distiller(nn.Module):
             raise ConfigError(f"distill.terms names must be unique; got {names}")
         for term in terms:
             if term.kind in FEATURE_KINDS and (not term.teacher or not term.student):
-                raise ConfigError(
-                    f"term {term.name!r} ({term.kind}) needs teacher layer(s) and a student module"
-                )
+                raise ConfigError(f"term {term.name!r} ({term.kind}) needs teacher layer(s) and a student module")
         self.student = student
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
@@ -200,9 +198,7 @@ class Distiller(nn.Module):
         if term.bands:
             if term.sfreq is None:
                 raise ConfigError(f"term {term.name!r}: band weights need `sfreq` of the time axis")
-            weights = losses.band_weights(
-                student.shape[term.time_dim], term.sfreq, term.bands, student.device
-            )
+            weights = losses.band_weights(student.shape[term.time_dim], term.sfreq, term.bands, student.device)
         return losses.spectral_loss(
             student, teacher, dim=term.time_dim, magnitude=term.magnitude, phase=term.phase, weights=weights
         )

@@ -18,9 +18,7 @@ EEG_BANDS: dict[str, tuple[float, float]] = {
 }
 
 
-def kd_kl(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
-) -> torch.Tensor:
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
     """Hinton KD: ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, averaged over the batch."""
     t = temperature
     log_p_s = F.log_softmax(student_logits / t, dim=-1)
