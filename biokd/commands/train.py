@@ -1,0 +1,77 @@
+"""``biokd train-teacher``, ``biokd distill``, ``biokd evaluate``: YAML-driven runs with ``--set`` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+CONFIG = typer.Argument(..., help="YAML config (see configs/).", exists=True, dir_okay=False)
+OUT = typer.Option(..., "--out", "-o", help="Run folder: config, checkpoints, metrics and report go here.")
+SET = typer.Option(None, "--set", help="Override a config key, e.g. --set train.epochs=5 (repeatable).")
+
+
+def setup_logging() -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("biokd")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(show_path=False, show_time=False, markup=False))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _load(config: Path, set_: list[str] | None):
+    from ..config import load_config
+    from ..pipelines.runs import RunConfig
+
+    return load_config(RunConfig, config, set_ or [])
+
+
+def train_teacher(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET) -> None:
+    """Fine-tune a teacher (e.g. CBraMod from its pretrained weights) on a preprocessed dataset."""
+    from ..pipelines.runs import train_teacher as run
+
+    setup_logging()
+    report = run(_load(config, set_), out)
+    _summary(out, {"teacher": report["teacher"]})
+
+
+def distill(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET) -> None:
+    """Distil a teacher into a student with the loss terms of the config."""
+    from ..pipelines.runs import distill as run
+
+    setup_logging()
+    metrics = run(_load(config, set_), out)
+    _summary(out, {k: metrics[k] for k in ("teacher", "student")})
+
+
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run folder written by train-teacher or distill.", file_okay=False),
+    split: str = typer.Option("test", help="Split of the run's data to score."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples (over subjects) for the CIs."),
+) -> None:
+    """Score a run's best model with the clinical metrics and write a report."""
+    from ..pipelines.runs import evaluate_run
+
+    setup_logging()
+    report = evaluate_run(run_dir, split, n_boot)
+    _summary(run_dir, {"model": report}, stem=f"report-{split}")
+
+
+def _summary(out: Path, reports: dict, stem: str = "report") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "balanced acc.", "kappa", "weighted F1", "params", title="test set (95% CI over subjects)")
+    for name, r in reports.items():
+        cells = []
+        for m in ("balanced_accuracy", "cohen_kappa", "f1_weighted"):
+            low, high = r["ci"][m]
+            cells.append(f"{r[m]:.3f} [{low:.3f}, {high:.3f}]" if low is not None else f"{r[m]:.3f}")
+        table.add_row(name, *cells, f"{r.get('model', {}).get('parameters', 0):,}")
+    console = Console()
+    console.print(table)
+    console.print(f"report: {Path(out) / (stem + '.html')}")
