@@ -285,25 +285,21 @@ def write_run_report(
     extra_rows: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Side-by-side table (metrics with subject-bootstrap CIs, size, FLOPs, latency) and confusion matrices."""
-    from ..report import Report, plot_confusion_matrix, plot_layer_weights_per_class
+    from ..report import Report, comparison_rows, plot_confusion_matrix, plot_layer_weights_per_class
 
     rep = Report(title)
     for note in notes:
-        rep.add_text(note)
-    rows = []
+        rep.add_note(note)
+    extra = {}
     for name, r in reports.items():
-        row = {"model": name}
-        for metric in ("balanced_accuracy", "cohen_kappa", "f1_weighted"):
-            low, high = r["ci"][metric]
-            row[metric] = f"{r[metric]:.3f} [{low:.3f}, {high:.3f}]" if low is not None else f"{r[metric]:.3f}"
         m = r.get("model", {})
-        row["parameters"] = f"{m.get('parameters', 0):,}"
-        row["MFLOPs / window"] = f"{m.get('flops', 0) / 1e6:.1f}"
-        lat = m.get("latency_ms", {})
-        row["CPU ms / window (1 thread, p50)"] = f"{lat.get('p50', float('nan')):.2f}"
-        row.update((extra_rows or {}).get(name, {}))
-        rows.append(row)
-    rep.add_table("Test set (95% CIs: bootstrap over subjects)", rows)
+        extra[name] = {
+            "parameters": f"{m.get('parameters', 0):,}",
+            "MFLOPs / window": f"{m.get('flops', 0) / 1e6:.1f}",
+            "CPU ms / window (1 thread, p50)": f"{m.get('latency_ms', {}).get('p50', float('nan')):.2f}",
+            **(extra_rows or {}).get(name, {}),
+        }
+    rep.add_table("Test set (95% CIs: bootstrap over subjects)", comparison_rows(reports, extra))
     for name, r in reports.items():
         rep.add_figure(f"Confusion matrix: {name}", plot_confusion_matrix(np.array(r["confusion_matrix"]), class_names))
     for term, (weights, labels) in (router or {}).items():
@@ -312,4 +308,4 @@ def write_run_report(
         fig = plot_layer_weights_per_class(weights, labels, class_names, short)
         rep.add_figure(f"Router weights per class ({term})", fig)
     rep.add_json("results", reports)
-    rep.write(out, stem=stem)
+    rep.write(out, stem=stem, json_name=None)
