@@ -296,7 +296,7 @@ def write_run_report(
         extra[name] = {
             "parameters": f"{m.get('parameters', 0):,}",
             "MFLOPs / window": f"{m.get('flops', 0) / 1e6:.1f}",
-            "CPU ms / window (1 thread, p50)": f"{m.get('latency_ms', {}).get('p50', float('nan')):.2f}",
+            "CPU ms / window (1 thread, p50)": f"{m.get('cpu_latency_ms', {}).get('p50', float('nan')):.2f}",
             **(extra_rows or {}).get(name, {}),
         }
     rep.add_table("Test set (95% CIs: bootstrap over subjects)", comparison_rows(reports, extra))
