@@ -107,9 +107,13 @@ def build_shards(
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
                 futures = [pool.submit(_run_one, out, s, p, process, protocol, proto_hash) for s, p in todo.items()]
-                for future in as_completed(futures):
-                    _collect(report, future.result(), skip_bad)
-                    advance()
+                try:
+                    for future in as_completed(futures):
+                        _collect(report, future.result(), skip_bad)
+                        advance()
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)  # subjects not yet started are not run
+                    raise
 
     kept = sorted(set(report.processed) | set(report.reused))
     frames = [pd.read_csv(out / "shards" / f"{s}.csv", dtype={"subject": str, "session": str}) for s in kept]
@@ -131,6 +135,8 @@ def _shard_valid(out: Path, subject: str, proto_hash: str, paths: Sequence[Path]
     side = out / "shards" / f"{subject}.json"
     if not (side.is_file() and (out / "shards" / f"{subject}.npy").is_file()):
         return False
+    if not all(p.is_file() for p in paths):
+        return False  # the source is gone: processing it again reports the missing file
     meta = json.loads(side.read_text())
     return meta.get("protocol_hash") == proto_hash and meta.get("sources") == fingerprint(paths)
 
@@ -163,7 +169,7 @@ def _collect(report: BuildReport, result: tuple[str, str | None, int], skip_bad:
         report.processed.append(subject)
         return
     if not skip_bad:
-        raise DataError(None, f"{error} (use --skip-bad to skip such files and list them in the report)")
+        raise DataError(None, f"{error} (use --skip-bad to skip such subjects and list them in the report)")
     report.skipped[subject] = error
 
 

@@ -1,0 +1,1 @@
+"""Dataset readers, one module per release, plus the shard store they write through."""
