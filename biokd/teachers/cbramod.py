@@ -64,6 +64,17 @@ def _all_patch_reps_head(n_chans: int, n_patches: int, emb_dim: int, n_outputs: 
     )
 
 
+def _braindecode_cbramod() -> type[nn.Module]:
+    """braindecode's CBraMod class; other models' import-time deprecation warnings are not ours to show."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+        from braindecode.models import CBraMod
+    return CBraMod
+
+
 class CBraModTeacher(nn.Module):
     """braindecode's CBraMod without ``proj_out``, plus a head: ``linear``, ``all_patch_reps`` or ``avgpool``.
 
@@ -107,8 +118,7 @@ class CBraModTeacher(nn.Module):
         self.n_patches = self.n_times // PATCH_SIZE
         self.emb_dim = int(emb_dim)
 
-        from braindecode.models import CBraMod
-
+        CBraMod = _braindecode_cbramod()
         conv_channels = emb_dim // _CONV_WIDTH
         norm = (5, conv_channels)
         self.backbone = CBraMod(
