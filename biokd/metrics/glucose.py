@@ -236,6 +236,10 @@ _CLARKE_LABELS = [("A", 30, 15), ("A", 370, 260), ("B", 370, 140), ("B", 280, 37
                   ("C", 160, 15), ("D", 30, 140), ("D", 370, 120), ("E", 30, 370), ("E", 370, 15)]  # fmt: skip
 
 
+_PARKES_LABELS = [("A", 430, 450), ("B", 300, 480), ("B", 480, 330), ("C", 150, 450), ("C", 480, 200),
+                  ("D", 60, 450), ("D", 480, 60), ("E", 15, 500)]  # fmt: skip
+
+
 def _figure(ax, figsize=(5.5, 5.5)):
     """A matplotlib ``Figure`` on the Agg canvas (pyplot's global state is never touched)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -280,20 +284,16 @@ def plot_parkes(reference: Any, prediction: Any, path=None, *, units="mg/dL", ti
     fig, ax = _figure(ax)
     ax.scatter(r, p, s=4, alpha=0.4, color="tab:blue", linewidths=0)
     ax.plot([0, 550], [0, 550], color="black", lw=0.5, ls=":")
-    for name, line in PARKES_TYPE1.items():
+    for line in PARKES_TYPE1.values():
         xs, ys = np.array(line).T
         ax.plot(xs, ys, color="black", lw=0.8)
-        ax.text(*_label_at(xs, ys), name[0], fontsize=10)
+    for label, x, y in _PARKES_LABELS:
+        ax.text(x, y, label, fontsize=12, ha="center", va="center")
     frac = zone_fractions(parkes_zones(r, p))
     ax.set(xlim=(0, 550), ylim=(0, 550), xlabel="reference (mg/dL)", ylabel="prediction (mg/dL)")
     ax.set_title(f"{title}\n" + "  ".join(f"{z} {100 * v:.1f}%" for z, v in frac.items()), fontsize=9)
     ax.set_aspect("equal")
     return _finish(fig, path)
-
-
-def _label_at(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
-    x = min(xs[-2] + 10, 520)
-    return x, float(min(np.interp(x, xs, ys), 530))
 
 
 def plot_forecast_trace(

@@ -1,0 +1,71 @@
+"""``biokd preprocess ohiot1dm`` and ``biokd simulate glucose``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def preprocess(
+    root: Path = typer.Option(..., help="Folder holding the OhioT1DM XML files (any layout; searched recursively)."),
+    out: Path = typer.Option(..., help="Output folder (a patient is reused when protocol and files are unchanged)."),
+    patients: str | None = typer.Option(None, help="Comma-separated patient ids, e.g. '540,544' (default: all)."),
+    history: int = typer.Option(36, min=2, help="Input history in 5-minute steps (36 = 180 min)."),
+    horizons: str = typer.Option("6,12", help="Forecast horizons in 5-minute steps (6,12 = 30 and 60 min)."),
+    val_fraction: float = typer.Option(
+        0.2, min=0.0, max=0.9, help="Last fraction of each training file for validation."
+    ),
+    max_fill_min: int = typer.Option(30, min=0, help="Forward-fill CGM gaps in the input for at most this long."),
+    skip_bad: bool = typer.Option(False, help="Skip patients with damaged files and list them in the report."),
+) -> None:
+    """Preprocess OhioT1DM (2018/2020) into windows under the BGLP challenge rules."""
+    from rich.console import Console
+
+    from ..datasets.ohiot1dm import GridConfig, preprocess_ohiot1dm
+    from ..errors import ConfigError
+
+    try:
+        steps = tuple(int(h) for h in horizons.split(","))
+    except ValueError:
+        raise ConfigError(f"--horizons: expected comma-separated step counts like '6,12'; got {horizons!r}") from None
+    report = preprocess_ohiot1dm(
+        root,
+        out,
+        history=history,
+        horizons=steps,
+        val_fraction=val_fraction,
+        grid=GridConfig(max_fill_min=max_fill_min),
+        patients=[p.strip() for p in patients.split(",")] if patients else None,
+        skip_bad=skip_bad,
+    )
+    console = Console()
+    for pid, notes in report["patients"].items():
+        w = notes["windows"]
+        console.print(
+            f"{pid}: train {w['train']}, val {w['val']}, test {w['test']} windows; "
+            f"{notes['events_skipped']} events skipped"
+        )
+    for pid, why in report["skipped"].items():
+        console.print(f"[yellow]skipped {pid}[/]: {why}")
+    console.print(f"{report['n_windows']} windows in {out} (details in {out / 'report.json'})")
+
+
+def simulate(
+    patients: int = typer.Option(6, min=1, max=30, help="Virtual patients (adults, then adolescents, children)."),
+    days: float = typer.Option(10, min=1, help="Simulated days per patient (last ~20% become the test file)."),
+    out: Path = typer.Option(..., help="Output folder for the OhioT1DM-schema XML files."),
+    seed: int = typer.Option(0, help="Seed of meals, sensor noise and drop-outs."),
+    jobs: int = typer.Option(1, min=1, help="Worker processes, one patient each."),
+) -> None:
+    """Simulate a type-1 cohort with simglucose (UVA/Padova) and write it as OhioT1DM XML."""
+    from rich.console import Console
+
+    from ..datasets.simulate_glucose import simulate_cohort
+
+    report = simulate_cohort(out, patients, days, seed, jobs=jobs)
+    reused = sum(bool(p.get("reused")) for p in report["patients"])
+    Console().print(
+        f"{len(report['patients'])} patients x {days} days in {out} ({reused} reused); "
+        f"{report['seconds_per_day']:.2f} s per simulated day and patient"
+    )

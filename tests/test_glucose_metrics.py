@@ -1,0 +1,157 @@
+"""Clinical glucose metrics on hand-computed cases, zone boundaries included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biokd.metrics.glucose import (
+    MGDL_PER_MMOL,
+    cgm_summary,
+    clarke_fractions,
+    clarke_zones,
+    forecast_metrics,
+    mae,
+    mard,
+    parkes_fractions,
+    parkes_zones,
+    plot_clarke,
+    plot_forecast_trace,
+    plot_parkes,
+    rmse,
+    time_lag,
+    to_mgdl,
+)
+
+
+def test_point_errors_by_hand() -> None:
+    y, p = [100, 200, np.nan], [110, 190, 50]  # the NaN reference is not scored
+    assert rmse(y, p) == pytest.approx(10.0)
+    assert mae(y, p) == pytest.approx(10.0)
+    assert mard(y, p) == pytest.approx(100 * (10 / 100 + 10 / 200) / 2)  # 7.5 %
+    assert rmse([100, 100], [103, 96]) == pytest.approx(np.sqrt((9 + 16) / 2))
+
+
+def test_mmol_per_l_is_converted() -> None:
+    assert to_mgdl(1.0, "mmol/L") == pytest.approx(18.0182) == MGDL_PER_MMOL
+    assert rmse([5.0, 10.0], [6.0, 9.0], units="mmol/L") == pytest.approx(18.0182)
+    assert clarke_zones([5.0], [5.0 * 1.3], units="mmol/L").tolist() == ["B"]
+    with pytest.raises(ValueError, match="units"):
+        to_mgdl(1.0, "mg/dl ")
+
+
+def test_time_lag_of_a_delayed_copy() -> None:
+    t = np.arange(300)
+    y = 140 + 40 * np.sin(2 * np.pi * t / 60)
+    delayed = np.r_[np.full(3, np.nan), y[:-3]]  # forecast for t = reading at t - 15 min
+    assert time_lag(y, delayed, 30) == {"lag_min": 15.0, "temporal_gain_min": 15.0}
+    persistence = np.r_[np.full(6, np.nan), y[:-6]]
+    assert time_lag(y, persistence, 30) == {"lag_min": 30.0, "temporal_gain_min": 0.0}
+    assert time_lag(y, y, 30)["temporal_gain_min"] == 30.0
+
+
+# (reference, prediction, zone): every rule of the copied ClarkeErrorGrid.py, on and beside its boundaries.
+CLARKE_CASES = [
+    (100, 100, "A"),
+    (100, 120, "A"),  # pred = 1.2·ref
+    (100, 80, "A"),  # pred = 0.8·ref
+    (100, 121, "B"),
+    (100, 79, "B"),
+    (70, 70, "A"),
+    (50, 70, "A"),  # both ≤ 70
+    (50, 71, "D"),  # ref ≤ 175/3, 70 ≤ pred ≤ 180
+    (70, 84, "A"),  # 1.2·70
+    (70, 85, "D"),  # 175/3 ≤ ref ≤ 70, pred ≥ 1.2·ref
+    (180, 70, "E"),  # ref ≥ 180, pred ≤ 70
+    (70, 180, "E"),  # ref ≤ 70, pred ≥ 180
+    (100, 210, "C"),  # pred = ref + 110
+    (100, 209, "B"),
+    (290, 400, "C"),
+    (300, 420, "B"),  # ref > 290: upper C rule no longer applies
+    (150, 28, "C"),  # pred = 1.4·ref − 182
+    (150, 29, "B"),
+    (240, 180, "D"),  # ref ≥ 240, 70 ≤ pred ≤ 180
+    (240, 181, "B"),
+    (239, 180, "B"),
+    (240, 70, "E"),  # E is checked before D
+    (240, 71, "D"),
+    (175 / 3, 70, "A"),
+    (30, 200, "E"),
+]
+
+
+@pytest.mark.parametrize(("ref", "pred", "zone"), CLARKE_CASES)
+def test_clarke_zone(ref: float, pred: float, zone: str) -> None:
+    assert clarke_zones([ref], [pred]).tolist() == [zone]
+
+
+# (reference, prediction, zone): points on a Parkes line belong to the inner zone.
+PARKES_CASES = [
+    (100, 100, "A"),
+    (30, 50, "A"),  # on the B upper line
+    (30, 50.01, "B"),
+    (140, 170, "A"),  # a vertex of B upper
+    (140, 171, "B"),
+    (50, 30, "A"),  # on the vertical start of B lower
+    (50, 0, "A"),
+    (51, 30, "B"),  # below B lower (30.96 at ref 51)
+    (0, 60, "B"),  # on C upper
+    (0, 61, "C"),
+    (0, 100, "C"),  # on D upper
+    (0, 101, "D"),
+    (0, 150, "D"),  # on E upper
+    (0, 151, "E"),
+    (260, 130, "B"),  # a vertex of C lower
+    (300, 130, "C"),  # below C lower (146.6), above D lower (58.3)
+    (250, 40, "C"),  # a vertex of D lower
+    (250, 0, "C"),  # on the vertical start of D lower
+    (251, 40, "D"),  # below D lower (40.37)
+    (480, 60, "D"),
+    (15, 500, "E"),
+]
+
+
+@pytest.mark.parametrize(("ref", "pred", "zone"), PARKES_CASES)
+def test_parkes_zone(ref: float, pred: float, zone: str) -> None:
+    assert parkes_zones([ref], [pred]).tolist() == [zone]
+
+
+def test_zone_fractions_and_forecast_metrics() -> None:
+    ref = [100, 100, 100, 70, np.nan]
+    pred = [100, 121, 210, 180, 100]
+    assert clarke_fractions(ref, pred) == {"A": 0.25, "B": 0.25, "C": 0.25, "D": 0.0, "E": 0.25}
+    assert parkes_fractions([100, 30], [100, 160]) == {"A": 0.5, "B": 0.0, "C": 0.0, "D": 0.0, "E": 0.5}
+    m = forecast_metrics([100, 200, np.nan], [110, 190, 90])
+    assert m["n"] == 2 and m["rmse"] == pytest.approx(10) and m["clarke_a"] == 1.0 and m["parkes_a"] == 1.0
+
+
+def test_cgm_summary_by_hand() -> None:
+    g = [50, 60, 70, 180, 181, 250, 251, 100, np.nan]
+    s = cgm_summary(g)
+    mean = 1142 / 8
+    assert s["n"] == 8 and s["mean"] == pytest.approx(mean)
+    assert s["tbr_70"] == 25.0 and s["tbr_54"] == 12.5 and s["tir"] == 37.5
+    assert s["tar_180"] == 37.5 and s["tar_250"] == 12.5
+    assert s["gmi"] == pytest.approx(3.31 + 0.02392 * mean)
+    assert s["cv"] == pytest.approx(100 * np.std(g[:8], ddof=1) / mean)
+    mmol = cgm_summary(np.array(g) / MGDL_PER_MMOL, units="mmol/L")
+    assert mmol["tir"] == 37.5 and mmol["mean"] == pytest.approx(mean)
+
+
+def test_plots_are_written(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(40, 400, 200)
+    pred = ref * rng.normal(1, 0.15, 200)
+    fig = plot_clarke(ref, pred, tmp_path / "clarke.png")
+    assert (tmp_path / "clarke.png").stat().st_size > 10_000
+    assert "A " in fig.axes[0].get_title()
+    plot_parkes(ref, pred, tmp_path / "parkes.png")
+    assert (tmp_path / "parkes.png").stat().st_size > 10_000
+    times = np.arange("2025-01-01T00:00", "2025-01-01T10:00", np.timedelta64(5, "m"), dtype="datetime64[m]")
+    plot_forecast_trace(
+        times, ref[: len(times)], {"model": pred[: len(times)]}, tmp_path / "trace.png",
+        carbs=np.zeros(len(times)), insulin=np.ones(len(times)),
+    )  # fmt: skip
+    assert (tmp_path / "trace.png").stat().st_size > 10_000
