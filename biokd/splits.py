@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -17,6 +18,19 @@ def fixed_split(subject: int, ranges: Mapping[str, tuple[int, int]]) -> str | No
         if first <= subject <= last:
             return name
     return None
+
+
+def check_split_ranges(ranges: Mapping[str, tuple[int, int]]) -> None:
+    """Refuse empty or overlapping inclusive subject ranges (a subject must be in one split only)."""
+    from .errors import ConfigError
+
+    for name, (first, last) in ranges.items():
+        if first > last:
+            raise ConfigError(f"{name}: range ({first}, {last}) is empty")
+    spans = sorted((first, last, name) for name, (first, last) in ranges.items())
+    for (_, last_a, a), (first_b, _, b) in itertools.pairwise(spans):
+        if first_b <= last_a:
+            raise ConfigError(f"split ranges {a} and {b} overlap: a subject must be in one split only")
 
 
 def kfold_subjects(subjects: Iterable[str], n_folds: int, seed: int = 0) -> Iterator[dict[str, list[str]]]:

@@ -10,7 +10,6 @@ refused, never executed. See ``datasets/faced.md`` for the release, its quirks a
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +22,7 @@ import numpy as np
 from .._io import atomic_path, write_json, write_text
 from ..config import from_dict
 from ..errors import ConfigError, DataError
+from ..splits import check_split_ranges
 from .safe_pickle import load_numpy_pickle
 from .shards import BuildReport, SubjectWindows, build_shards
 
@@ -88,14 +88,7 @@ class FacedProtocol:
                 raise ConfigError(f"channels: {unknown} are not FACED channels; valid: {', '.join(CHANNELS)}")
             if len(set(self.channels)) != len(self.channels):
                 raise ConfigError(f"channels: listed twice in {list(self.channels)}")
-        ranges = self.split_ranges()
-        for name, (first, last) in ranges.items():
-            if first > last:
-                raise ConfigError(f"{name}: range ({first}, {last}) is empty")
-        spans = sorted((first, last, name) for name, (first, last) in ranges.items())
-        for (_, last_a, a), (first_b, _, b) in itertools.pairwise(spans):
-            if first_b <= last_a:
-                raise ConfigError(f"split ranges {a} and {b} overlap: a subject must be in one split only")
+        check_split_ranges(self.split_ranges())
 
     @property
     def n_times(self) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 from .._io import write_json
 from ..config import from_dict
 from ..errors import ConfigError, DataError
+from ..splits import check_split_ranges
 from .shards import BuildReport, SubjectWindows, build_shards
 
 DATASET = "physionet-mi"
@@ -94,14 +94,7 @@ class PhysionetMIProtocol:
             raise ConfigError(f"h_freq ({self.h_freq}) must be above l_freq ({self.l_freq})")
         if self.h_freq is not None and self.h_freq >= self.sfreq / 2:
             raise ConfigError(f"h_freq ({self.h_freq}) must be below the Nyquist frequency {self.sfreq / 2}")
-        ranges = self.split_ranges()
-        for name, (first, last) in ranges.items():
-            if first > last:
-                raise ConfigError(f"{name}: range ({first}, {last}) is empty")
-        spans = sorted((first, last, name) for name, (first, last) in ranges.items())
-        for (_, last_a, a), (first_b, _, b) in itertools.pairwise(spans):
-            if first_b <= last_a:
-                raise ConfigError(f"split ranges {a} and {b} overlap: a subject must be in one split only")
+        check_split_ranges(self.split_ranges())
         if self.channels is not None:
             known = standard_channel_names()
             if unknown := [c for c in self.channels if c not in known]:
