@@ -132,7 +132,7 @@ def main() -> None:
     machine = (
         torch.cuda.get_device_name()
         if device.type == "cuda"
-        else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+        else f"{cpu_name()}, {torch.get_num_threads()} threads"
     )
     results = [run(name, device, args.batches, args.batch_size) for name in SIZES]
     print(f"machine: {machine}; torch {torch.__version__}; batch {args.batch_size}")
