@@ -30,13 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from torch import nn
 
-from .._io import sha256_json, write_json
+from .._io import sha256_json, write_json, write_text
 from ..datasets.ohiot1dm import STEP_MIN, GlucoseWindows, preprocess_ohiot1dm
 from ..datasets.simulate_glucose import simulate_cohort
 from ..distill.distiller import Distiller, TermConfig
 from ..metrics.glucose import forecast_metrics, rmse, time_lag
+from ..models import model_spec
 from ..students.gluconet import GlucoNet, LinearExtrapolation, Persistence
 from ..teachers.glucose_transformer import GlucoseTransformer
 from ..trainer import Supervised, TrainConfig, exported_model, fit, load_best
@@ -122,7 +124,13 @@ def _train(
     tic = time.perf_counter()
     result = fit(learner, data["train"], data["val"], train_cfg, run_dir, _val_rmse, target_key="target", log=log.info)
     model = load_best(learner, run_dir).eval()
-    write_json(run_dir / "model.json", {"class": type(model).__name__, "kwargs": model.config})
+    write_json(run_dir / "model.json", model_spec(model))
+    run_config = {
+        "task": "forecasting",
+        "data": {"root": str(Path(data["train"].root).resolve())},
+        "train": asdict(train_cfg),
+    }
+    write_text(run_dir / "config.yaml", yaml.safe_dump(run_config, sort_keys=False))
     log.info(
         f"{name}: best epoch {result.best_epoch}, val RMSE {result.best_metrics['rmse']:.2f} mg/dL "
         f"({time.perf_counter() - tic:.0f} s)"

@@ -52,7 +52,8 @@ def _vmd_matrices(n_times: int) -> tuple[np.ndarray, ...]:
     keep = np.arange(half, half + n_times)  # the original window inside the mirrored signal
     inv_re = weight * np.cos(angle.T[:, keep])
     inv_im = -weight * np.sin(angle.T[:, keep])
-    return fwd_re, fwd_im, inv_re, inv_im, k / n
+    # Contiguous copies: transposed views become non-contiguous buffers that ExecuTorch cannot lift.
+    return (*(np.ascontiguousarray(m) for m in (fwd_re, fwd_im, inv_re, inv_im)), k / n)
 
 
 class VMD(nn.Module):
