@@ -14,7 +14,7 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   "${pip[@]}" install -q "torch==${BIOKD_TORCH_VERSION:-2.13.0}"
 fi
 # Freeze the installed torch so no dependency swaps it for another (CUDA) build.
-"$venv/bin/python" -c "import torch; print('torch==' + torch.__version__)" > "$venv/biokd-constraints.txt"
+"$venv/bin/python" -W ignore -c "import torch; print('torch==' + torch.__version__)" > "$venv/biokd-constraints.txt"
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 "${pip[@]}" install -q -c "$venv/biokd-constraints.txt" -e "$target"
