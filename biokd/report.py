@@ -242,7 +242,7 @@ def plot_layer_weights_per_class(
     for c in range(len(class_names)):
         if np.any(labels == c):
             means[c] = weights[labels == c].mean(axis=0)
-    fig = Figure(figsize=(1.0 + 0.7 * len(layer_names), 1.2 + 0.45 * len(class_names)), layout="constrained")
+    fig = Figure(figsize=(max(4.5, 2.2 + 0.7 * len(layer_names)), 1.4 + 0.45 * len(class_names)), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     image = ax.imshow(means, cmap="viridis", aspect="auto")

@@ -138,6 +138,28 @@ def test_router_weights_sum_to_one_and_move_under_training():
     assert w[:, 2].mean() > w0[:, 2].mean() + 0.3
 
 
+def test_router_learns_which_teacher_layer_carries_the_task():
+    """Layer 0 is noise, layer 1 encodes the label: the task probe drives the router to layer 1."""
+    torch.manual_seed(0)
+    term = TermConfig(name="routed", kind="feature", teacher=["layers.0", "layers.1"], student="layers.0")
+    distiller = Distiller(TinyNet(6, n_layers=1), TinyNet(16), [term])
+    batch = {"eeg": torch.randn(32, 4, 32), "label": torch.arange(32) % 3}
+    distiller.setup(batch)
+    opt = torch.optim.Adam(distiller.parameters(), lr=1e-2)
+    signal = torch.nn.functional.one_hot(batch["label"], 16).float()[:, None, None, :].expand(32, 4, 4, 16)
+    for step in range(150):
+        g = torch.Generator().manual_seed(step)
+        noise = torch.randn(32, 4, 4, 16, generator=g)
+        views = {"output": torch.zeros(32, 3), "view:routed": torch.stack([noise, signal + 0.3 * noise], dim=1)}
+        loss, _ = distiller.training_step(batch, views)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    weights = distiller.last_router_weights["routed"]
+    assert torch.allclose(weights.sum(1), torch.ones(32), atol=1e-5)
+    assert weights[:, 1].mean() > 0.8
+
+
 def _distill_terms():
     return [
         TermConfig(name="task", kind="cross_entropy", label_smoothing=0.1),
@@ -162,7 +184,8 @@ def test_distiller_projects_routes_and_freezes_teacher(tmp_path):
     loss, logs = distiller.training_step(batch)
     loss.backward()
     assert all(p.grad is None for p in teacher.parameters())
-    assert set(logs) == {"task", "kd", "feat", "routed", "spec", "conn", "loss"}
+    assert set(logs) == {"task", "kd", "feat", "routed", "spec", "conn", "routed.router_probe", "loss"}
+    assert set(distiller.probes) == {"routed"}
     assert distiller.last_router_weights["routed"].shape == (4, 2)
 
 

@@ -4,6 +4,10 @@ A term reads the models' outputs or intermediate features captured by taps (forw
 submodules). Where widths differ a learned projection maps the student's feature to the teacher's; where a
 term names several teacher layers, a per-input :class:`LayerRouter` aggregates them. Projections and
 routers belong to the Distiller, never to the student, so the exported student is only its own graph.
+
+A router is trained by task relevance, not by the alignment it serves: a linear probe on the aggregated
+teacher target learns the task (weight ``router_probe``), and only that loss reaches the router. Trained by
+the alignment loss alone, a router collapses onto whichever layer the student matches most easily.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ class TermConfig:
     sfreq: float | None = None
     bands: dict[str, float] | None = None
     router_hidden: int = 64
+    #: Weight of the routed term's task probe (see :class:`Distiller`); it alone trains the router.
+    router_probe: float = 1.0
 
 
 def pool_features(x: torch.Tensor, pool: str | list[int]) -> torch.Tensor:
@@ -85,10 +91,12 @@ class Distiller(nn.Module):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.terms = terms
+        self._term_by_name = {t.name: t for t in terms}
         self.task = task
         self.target_key = "label" if task == "classification" else "target"
         self.projections = nn.ModuleDict()
         self.routers = nn.ModuleDict()
+        self.probes = nn.ModuleDict()
         self._teacher_taps = Taps(teacher, [p for t in terms for p in t.teacher])
         self._student_taps = Taps(student, [t.student for t in terms if t.student])
         self._ready = False
@@ -106,7 +114,7 @@ class Distiller(nn.Module):
         views = self.teacher_targets(batch)
         was_training = self.student.training
         self.student.eval()
-        self.student(*model_inputs(self.student, batch))
+        n_outputs = self.student(*model_inputs(self.student, batch)).shape[-1]
         self.student.train(was_training)
         feats = self._student_taps.pop()
         for term in self.terms:
@@ -117,6 +125,7 @@ class Distiller(nn.Module):
             t_dim = t_view.shape[-1]
             if len(term.teacher) > 1:
                 self.routers[term.name] = LayerRouter(len(term.teacher), t_dim, term.router_hidden)
+                self.probes[term.name] = nn.Linear(t_dim, n_outputs)
                 t_view = t_view[:, 0]
             if term.kind != "connectivity" and s_view.shape[-1] != t_dim:
                 self.projections[term.name] = nn.Linear(s_view.shape[-1], t_dim)
@@ -128,8 +137,8 @@ class Distiller(nn.Module):
         self._ready = True
 
     def extra_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained with the student and dropped at export (projections, routers)."""
-        return [*self.projections.parameters(), *self.routers.parameters()]
+        """Parameters trained with the student and dropped at export (projections, routers, probes)."""
+        return [*self.projections.parameters(), *self.routers.parameters(), *self.probes.parameters()]
 
     # -- teacher side ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -166,12 +175,21 @@ class Distiller(nn.Module):
         feats = self._student_taps.pop()
         total = output.new_zeros(())
         logs: dict[str, float] = {}
+        self._probe_losses: dict[str, torch.Tensor] = {}
         for term in self.terms:
             value = self._term(term, output, feats, teacher_out or {}, batch)
             total = total + term.weight * value
             logs[term.name] = float(value.detach())
+        for name, value in self._probe_losses.items():
+            total = total + self._term_by_name[name].router_probe * value
+            logs[f"{name}.router_probe"] = float(value.detach())
         logs["loss"] = float(total.detach())
         return total, logs
+
+    def _task_loss(self, output: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        if self.task == "classification":
+            return F.cross_entropy(output, batch[self.target_key])
+        return F.mse_loss(output, batch[self.target_key].to(output.dtype))
 
     def _term(self, term: TermConfig, output, feats, teacher_out, batch) -> torch.Tensor:
         if term.kind == "cross_entropy":
@@ -187,6 +205,9 @@ class Distiller(nn.Module):
         if term.name in self.routers:
             teacher, weights = self.routers[term.name](teacher)
             self.last_router_weights[term.name] = weights.detach()
+            probe = self.probes[term.name](pool_features(teacher, "all"))
+            self._probe_losses[term.name] = self._task_loss(probe, batch)
+            teacher = teacher.detach()  # the alignment trains the student, not the router
         if term.kind == "connectivity":
             return losses.connectivity_loss(student, teacher)
         if term.name in self.projections:
