@@ -130,9 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     machine = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"{cpu_name()}, {torch.get_num_threads()} threads"
+        torch.cuda.get_device_name() if device.type == "cuda" else f"{cpu_name()}, {torch.get_num_threads()} threads"
     )
     results = [run(name, device, args.batches, args.batch_size) for name in SIZES]
     print(f"machine: {machine}; torch {torch.__version__}; batch {args.batch_size}")
