@@ -39,6 +39,12 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     return cls(**kwargs)
 
 
+def from_known_keys(cls: type[T], data: dict[str, Any]) -> T:
+    """Build ``cls`` from the entries of ``data`` that are its fields (e.g. a protocol.json with extra keys)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return from_dict(cls, {k: v for k, v in data.items() if k in names})
+
+
 def to_dict(obj: Any) -> Any:
     """Plain-data view of a config (dataclasses, tuples and paths turned into YAML-safe values)."""
     if dataclasses.is_dataclass(obj):

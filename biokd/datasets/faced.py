@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path, write_json, write_text
-from ..config import from_dict
+from ..config import from_known_keys
 from ..errors import ConfigError, DataError
 from ..splits import check_split_ranges
 from .safe_pickle import load_numpy_pickle
@@ -134,8 +134,7 @@ class FacedProtocol:
 
     @classmethod
     def from_protocol(cls, protocol: Mapping[str, Any]) -> FacedProtocol:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return from_dict(cls, {k: v for k, v in protocol.items() if k in names})
+        return from_known_keys(cls, dict(protocol))
 
 
 def subject_id(index: int) -> str:

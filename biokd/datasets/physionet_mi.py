@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._io import write_json
-from ..config import from_dict
+from ..config import from_known_keys
 from ..errors import ConfigError, DataError
 from ..splits import check_split_ranges
 from .shards import BuildReport, SubjectWindows, build_shards
@@ -135,8 +135,7 @@ class PhysionetMIProtocol:
 
     @classmethod
     def from_protocol(cls, protocol: Mapping[str, Any]) -> PhysionetMIProtocol:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return from_dict(cls, {k: v for k, v in protocol.items() if k in names})
+        return from_known_keys(cls, dict(protocol))
 
 
 def standard_channel_names() -> list[str]:
