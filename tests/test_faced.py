@@ -271,5 +271,103 @@ def test_protocol_validation_and_raw_source(tmp_path):
         FacedProtocol(channels=("Fz", "Fpz"))
     with pytest.raises(ConfigError, match="whole number of samples"):
         FacedProtocol(window_seconds=0.0025, sfreq=200.0)
-    with pytest.raises(ConfigError, match=r"source='raw'.*not implemented"):
+    with pytest.raises(ConfigError, match="clip_seconds"):
+        FacedProtocol(clip_seconds=2.0)  # only raw recordings may be cut shorter than the release's 30 s
+    with pytest.raises(ConfigError, match="raw_aliases"):
+        FacedProtocol(source="raw", raw_aliases=("Fpz=FPZ",))
+    with pytest.raises(DataError, match=r"Data: missing"):
         preprocess_faced(tmp_path, tmp_path / "out", protocol=FacedProtocol(source="raw"), progress=False)
+    # the raw-only settings stay out of a processed build's protocol (and so out of its shard hash)
+    assert "raw_end_code" not in FacedProtocol().to_protocol()
+    assert FacedProtocol(source="raw").to_protocol()["raw_end_code"] == 102
+
+
+# --- raw recordings (Data/subNNN/data.bdf + evt.bdf) ---------------------------------------------------------
+
+#: Recording labels in a cohort-1-like order (mastoids as HEOL/HEOR in the middle), upper case, plus an extra.
+RAW_LABELS = [c.upper() for c in CHANNELS[:16]] + ["HEOL", "HEOR"] + [c.upper() for c in CHANNELS[16:30]] + ["ECG"]
+VIDEO_ORDER = [int(v) for v in np.random.default_rng(0).permutation(28) + 1]  # presentation order
+
+
+def _write_bdf(path: Path, signals: np.ndarray, fs: int, labels, annotations=()) -> None:
+    import pyedflib
+
+    writer = pyedflib.EdfWriter(str(path), len(labels), file_type=pyedflib.FILETYPE_BDFPLUS)
+    try:
+        writer.setSignalHeaders(
+            [
+                {"label": lab, "dimension": "uV", "sample_frequency": fs, "physical_max": 1000.0,
+                 "physical_min": -1000.0, "digital_max": 8388607, "digital_min": -8388608}
+                for lab in labels
+            ]
+        )  # fmt: skip
+        for onset, code in annotations:
+            writer.writeAnnotation(onset, -1, str(code))
+        if len(labels):
+            writer.writeSamples(list(signals))
+    finally:
+        writer.close()
+
+
+def _raw_release(tmp_path: Path, fs: int = 250, drop_end_of=None, events_in_recording=False):
+    """One subject, 28 videos of 3 s in ``VIDEO_ORDER``, 2 s apart; returns (root, signals µV, clip ends in s)."""
+    root = tmp_path / "FACED"
+    folder = root / "Data" / "sub000"
+    folder.mkdir(parents=True)
+    (root / "Recording_info.csv").write_text(f"sub,Age,Gender,Sampling Rate,Unit\nsub000,22,F,{fs},uV\n")
+    events, ends, t = [(0.5, 100)], {}, 1.0
+    for video in VIDEO_ORDER:
+        events += [(t, video), (t + 0.5, 101)]
+        ends[video] = t + 3.5
+        if video != drop_end_of:
+            events.append((t + 3.5, 102))
+        t += 5.0
+    n = round((t + 1.0) * fs)
+    signals = np.random.default_rng(1).uniform(-200, 200, size=(len(RAW_LABELS), n))
+    _write_bdf(folder / "data.bdf", signals, fs, RAW_LABELS, events if events_in_recording else ())
+    if not events_in_recording:
+        _write_bdf(folder / "evt.bdf", None, fs, [], events)
+    return root, signals, ends
+
+
+def test_raw_recording_gives_the_last_seconds_of_each_clip(tmp_path):
+    root, signals, ends = _raw_release(tmp_path)
+    protocol = FacedProtocol(source="raw", clip_seconds=2.0, sfreq=250.0, window_seconds=1.0)
+    report = preprocess_faced(root, tmp_path / "out", protocol=protocol, progress=False)
+    assert report.processed == ["sub000"]
+    ds = WindowsDataset(tmp_path / "out")
+    manifest = ds.manifest
+    assert len(ds) == 28 * 2 and ds[0]["eeg"].shape == (32, 250)
+    assert sorted(manifest["run"].unique()) == list(range(1, 29))
+    counts = manifest["label_name"].value_counts().to_dict()
+    assert counts == {name: 8 if name == "neutral" else 6 for name in CLASS_NAMES}
+    rows = [RAW_LABELS.index(c.upper() if c not in ("A1", "A2") else {"A1": "HEOL", "A2": "HEOR"}[c]) for c in CHANNELS]
+    for video in (VIDEO_ORDER[0], 13, 28):  # run = video id, whatever the presentation order
+        stop = round(ends[video] * 250)
+        for k, row in enumerate(manifest.index[manifest["run"] == video]):
+            expected = signals[rows, stop - 500 + 250 * k : stop - 250 + 250 * k] * 0.01
+            np.testing.assert_allclose(ds[row]["eeg"].numpy(), expected, atol=1e-5)
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["processed_dir"] == "Data"
+
+
+def test_raw_recording_is_resampled_to_250_hz(tmp_path):
+    from scipy.signal import resample_poly
+
+    from biokd.datasets.faced import read_raw_clips
+
+    root, signals, ends = _raw_release(tmp_path, fs=500, events_in_recording=True)
+    protocol = FacedProtocol(source="raw", clip_seconds=2.0, sfreq=250.0, window_seconds=1.0)
+    clips = read_raw_clips([root / "Data" / "sub000" / "data.bdf"], protocol)
+    assert clips.shape == (28, 32, 500)
+    stop = round(ends[5] * 500)
+    expected = resample_poly(
+        signals[[RAW_LABELS.index("FP1"), RAW_LABELS.index("HEOL")], stop - 1000 : stop], 1, 2, axis=-1
+    )
+    np.testing.assert_allclose(clips[4, [0, 31]], expected, atol=1e-3)
+
+
+def test_raw_recording_with_missing_trigger_names_the_event_file(tmp_path):
+    root, _, _ = _raw_release(tmp_path, drop_end_of=7)
+    protocol = FacedProtocol(source="raw", clip_seconds=2.0, sfreq=250.0, window_seconds=1.0)
+    with pytest.raises(DataError, match=r"sub000/evt\.bdf: no clip-end trigger for videos \[7\]"):
+        preprocess_faced(root, tmp_path / "out", protocol=protocol, progress=False)

@@ -5,6 +5,13 @@ Reads the public release layout ``<root>/Processed_data/sub000.pkl … sub122.pk
 per worker process, and writes a shard folder (:mod:`biokd.datasets.shards`). Pickles are read with an
 allow-listing unpickler (:mod:`biokd.datasets.safe_pickle`): a file that asks for anything but an array is
 refused, never executed. See ``datasets/faced.md`` for the release, its quirks and the protocol.
+
+``source="raw"`` reads the raw Neuracle recordings instead, ``<root>/Data/subNNN/data.bdf`` (continued in
+``data.1.bdf``, ``data.2.bdf`` … if split) with the event codes in ``evt.bdf`` (BDF+ annotations: the video id
+1–28, then 101 at clip start, then 102 at clip end), cuts the last 30 s before each clip's end code, picks the 32
+channels by name, resamples to 250 Hz and continues like the processed arrays. Layout and codes follow public
+readers of the release (unconfirmed against the official code); every one is a :class:`FacedProtocol` field. No
+filtering, ICA or re-referencing is done, so raw windows are not the processed release's values.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,7 @@ CLIP_CLASSES = tuple(c for c, count in enumerate((3, 3, 3, 3, 4, 3, 3, 3, 3)) fo
 PROCESSED_DIRS = ("Processed_data", "Processed_Data")  # the data and the README spell it differently
 INFO_CSV = "Recording_info.csv"
 _SUBJECT_FILE = re.compile(r"^sub(\d{3})\.pkl$")
+_RAW_SUBJECT_DIR = re.compile(r"^(?i:sub)(\d{3})$")
 _SUBJECT_COLUMNS = ("sub", "subject", "subjects", "subject_id", "subjectid", "sub_id", "subid", "participant", "id")
 
 
@@ -54,7 +63,7 @@ _SUBJECT_COLUMNS = ("sub", "subject", "subjects", "subject_id", "subjectid", "su
 class FacedProtocol:
     """Every setting of the preprocessing; the defaults are CBraMod's (``preprocessing_faced.py``)."""
 
-    #: ``processed`` reads ``Processed_data/*.pkl``; ``raw`` (``Data/subXXX/*.bdf``) is not implemented
+    #: ``processed`` reads ``Processed_data/*.pkl``; ``raw`` reads ``Data/subNNN/*.bdf`` (see the raw_* fields)
     source: str = "processed"
     #: rate after resampling each 30-s clip with ``scipy.signal.resample`` (FFT); 250 keeps the release rate
     sfreq: float = 200.0
@@ -69,14 +78,39 @@ class FacedProtocol:
     train: tuple[int, int] = (0, 79)
     val: tuple[int, int] = (80, 99)
     test: tuple[int, int] = (100, 122)
+    # --- source="raw" only (ignored, and left out of protocol.json, for "processed"); conventions unconfirmed ---
+    #: seconds kept before each clip's end code; the processed release keeps 30 (shorter only for tests)
+    clip_seconds: float = CLIP_SECONDS
+    #: folder of the subject folders ``subNNN`` under the release root
+    raw_dir: str = "Data"
+    #: the recording in each subject folder; continuations ``data.1.bdf``, ``data.2.bdf`` … are appended in order
+    raw_data_file: str = "data.bdf"
+    #: BDF+ file of event annotations next to it; if absent, the recording's own annotations are used
+    raw_events_file: str = "evt.bdf"
+    #: event code at a clip's start and at its end; the clip's video id (1–28) is the code sent before them
+    raw_start_code: int = 101
+    raw_end_code: int = 102
+    #: ``NAME=LABEL``: recording channel label also accepted for a protocol channel (labels match case-blind)
+    raw_aliases: tuple[str, ...] = ("A2=HEOR", "A1=HEOL", "A2=M2", "A1=M1", "T7=T3", "T8=T4", "P7=T5", "P8=T6")
 
     def __post_init__(self) -> None:
         if self.source not in ("processed", "raw"):
             raise ConfigError(f"source: must be 'processed' or 'raw'; got {self.source!r}")
         if self.sfreq <= 0 or self.window_seconds <= 0:
             raise ConfigError(f"sfreq and window_seconds must be positive; got {self.sfreq} and {self.window_seconds}")
-        if self.window_seconds > CLIP_SECONDS:
-            raise ConfigError(f"window_seconds ({self.window_seconds}) is longer than a clip ({CLIP_SECONDS:g} s)")
+        if self.clip_seconds <= 0 or (self.source == "processed" and self.clip_seconds != CLIP_SECONDS):
+            raise ConfigError(
+                f"clip_seconds: must be positive, and {CLIP_SECONDS:g} (the release's) unless source='raw'; "
+                f"got {self.clip_seconds}"
+            )
+        if abs(self.clip_seconds * RELEASE_SFREQ - round(self.clip_seconds * RELEASE_SFREQ)) > 1e-6:
+            raise ConfigError(f"clip_seconds × {RELEASE_SFREQ:g} Hz must be a whole number; got {self.clip_seconds}")
+        if self.window_seconds > self.clip_seconds:
+            raise ConfigError(f"window_seconds ({self.window_seconds}) is longer than a clip ({self.clip_seconds:g} s)")
+        for alias in self.raw_aliases:
+            name, _, label = str(alias).partition("=")
+            if name.strip() not in CHANNELS or not label.strip():
+                raise ConfigError(f"raw_aliases: {alias!r} is not CHANNEL=LABEL with a FACED channel name")
         if self.stride_seconds is not None and self.stride_seconds <= 0:
             raise ConfigError(f"stride_seconds must be positive or null; got {self.stride_seconds}")
         if self.n_times < 1 or abs(self.n_times - self.window_seconds * self.sfreq) > 1e-6:
@@ -96,9 +130,14 @@ class FacedProtocol:
         return round(self.window_seconds * self.sfreq)
 
     @property
+    def release_samples(self) -> int:
+        """Samples per clip at the release's 250 Hz (7500)."""
+        return round(self.clip_seconds * RELEASE_SFREQ)
+
+    @property
     def clip_samples(self) -> int:
         """Samples per clip after resampling (7500 → 6000 by default)."""
-        return round(RELEASE_SAMPLES * self.sfreq / RELEASE_SFREQ)
+        return round(self.release_samples * self.sfreq / RELEASE_SFREQ)
 
     @property
     def ch_names(self) -> list[str]:
@@ -121,6 +160,9 @@ class FacedProtocol:
     def to_protocol(self) -> dict[str, Any]:
         """What ``protocol.json`` holds (and what the shard hash covers)."""
         fields = dataclasses.asdict(self)
+        if self.source == "processed":  # the raw-only settings do not change these shards (nor their hash)
+            for name in _RAW_FIELDS:
+                fields.pop(name)
         return {
             "dataset": DATASET,
             "signal_key": "eeg",
@@ -135,6 +177,10 @@ class FacedProtocol:
     @classmethod
     def from_protocol(cls, protocol: Mapping[str, Any]) -> FacedProtocol:
         return from_known_keys(cls, dict(protocol))
+
+
+_RAW_FIELDS = ("clip_seconds", "raw_dir", "raw_data_file", "raw_events_file", "raw_start_code", "raw_end_code",
+               "raw_aliases")  # fmt: skip
 
 
 def subject_id(index: int) -> str:
@@ -160,6 +206,37 @@ def find_subject_files(root: str | Path) -> dict[int, Path]:
     """Subject index → ``Processed_data/subNNN.pkl``; other entries of the folder are ignored."""
     folder = processed_dir(root)
     return {int(m.group(1)): p for p in sorted(folder.iterdir()) if (m := _SUBJECT_FILE.match(p.name)) and p.is_file()}
+
+
+def raw_dir(root: str | Path, protocol: FacedProtocol | None = None) -> Path:
+    """``<root>/Data``, the folder of the raw subject folders ``subNNN``."""
+    root = Path(root)
+    folder = root / (protocol or FacedProtocol(source="raw")).raw_dir
+    if not root.is_dir():
+        raise DataError(root, f"not a folder; expected the FACED release folder holding {folder.name}/")
+    if not folder.is_dir():
+        raise DataError(folder, "missing: source='raw' reads <root>/Data/sub000/data.bdf (set raw_dir if elsewhere)")
+    return folder
+
+
+def raw_recording_files(folder: Path, protocol: FacedProtocol) -> list[Path]:
+    """The recording of one subject folder and its continuations, in order, then its event file if present."""
+    stem, dot, ext = protocol.raw_data_file.rpartition(".")
+    if not dot:
+        stem, ext = protocol.raw_data_file, ""
+    part = re.compile(rf"^{re.escape(stem)}\.(\d+){re.escape(dot + ext)}$", re.IGNORECASE)
+    parts = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := part.match(p.name)) and p.is_file())
+    files = [folder / protocol.raw_data_file, *(p for _, p in parts)]
+    events = folder / protocol.raw_events_file
+    return [*files, events] if events.is_file() else files
+
+
+def find_raw_subjects(root: str | Path, protocol: FacedProtocol) -> dict[int, Path]:
+    """Subject index → its folder ``Data/subNNN`` (``SubNNN`` too); other entries are ignored."""
+    folder = raw_dir(root, protocol)
+    return {
+        int(m.group(1)): p for p in sorted(folder.iterdir()) if (m := _RAW_SUBJECT_DIR.match(p.name)) and p.is_dir()
+    }
 
 
 def read_recording_info(root: str | Path) -> dict[int, dict[str, Any]]:
@@ -220,14 +297,15 @@ def preprocess_faced(
     naming the file, unless ``skip_bad``: then it is skipped, counted and named in ``report.json``.
     """
     protocol = protocol or FacedProtocol()
-    if protocol.source == "raw":
-        raise ConfigError(
-            "source='raw' (Data/subXXX/*.bdf) is not implemented: matching Processed_data needs each recording's "
-            "clip-end triggers and video order from the Neuracle event files, the cohort-1 channel reorder and "
-            "the official filtering, ICA and re-referencing. Use source='processed' (Processed_data/*.pkl)."
-        )
     root = Path(root)
-    files = find_subject_files(root)
+    raw = protocol.source == "raw"
+    if raw:
+        folders = find_raw_subjects(root, protocol)
+        files = {i: f / protocol.raw_data_file for i, f in folders.items() if (f / protocol.raw_data_file).is_file()}
+        source_dir = raw_dir(root, protocol)
+    else:
+        files = find_subject_files(root)
+        source_dir = processed_dir(root)
     info = read_recording_info(root)
     found = set(files) | set(info)
     wanted = sorted(found if subjects is None else {_subject_index(s) for s in subjects})
@@ -237,9 +315,13 @@ def preprocess_faced(
     for index in wanted:
         sid = subject_id(index)
         if index not in files:
-            expected = processed_dir(root) / f"{sid}.pkl"
+            if raw:
+                expected = folders.get(index, source_dir / sid) / protocol.raw_data_file
+                what = "one recording per subject folder"
+            else:
+                expected, what = source_dir / f"{sid}.pkl", "one pickle per subject"
             listed = "listed in Recording_info.csv but " if index in info else ""
-            problems[index] = DataError(expected, f"{listed}missing (expected one pickle per subject)")
+            problems[index] = DataError(expected, f"{listed}missing (expected {what})")
         elif index not in info:
             problems[index] = DataError(files[index], f"{sid} is not listed in {csv_path}")
         elif protocol.split_of(index) is None:
@@ -253,7 +335,11 @@ def preprocess_faced(
         more = f" ({len(problems) - 1} more such subjects)" if len(problems) > 1 else ""
         raise DataError(first.path, f"{first.problem}{more}; use --skip-bad to skip and list them")
 
-    sources = {subject_id(i): [files[i]] for i in wanted if i not in problems}
+    sources = {
+        subject_id(i): raw_recording_files(files[i].parent, protocol) if raw else [files[i]]
+        for i in wanted
+        if i not in problems
+    }
     report = build_shards(
         out, sources, process_subject, protocol.to_protocol(), jobs=jobs, skip_bad=skip_bad, progress=progress
     )
@@ -265,7 +351,8 @@ def preprocess_faced(
         {
             "dataset": DATASET,
             **report.to_dict(),
-            "processed_dir": processed_dir(root).name,
+            "source": protocol.source,
+            "processed_dir": source_dir.name,
             "recording_info": {
                 subject_id(i): info[i] for i in wanted if i in info and subject_id(i) not in report.skipped
             },
@@ -293,10 +380,14 @@ def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, 
     from scipy.signal import resample
 
     proto = FacedProtocol.from_protocol(protocol)
-    (path,) = paths
     index = int(subject[3:])
-    data = load_numpy_pickle(path)
-    expected = (N_CLIPS, len(CHANNELS), RELEASE_SAMPLES)
+    if proto.source == "raw":
+        data = read_raw_clips(paths, proto)
+        path = paths[0]
+    else:
+        (path,) = paths
+        data = load_numpy_pickle(path)
+    expected = (N_CLIPS, len(CHANNELS), proto.release_samples)
     if data.shape != expected:
         raise DataError(
             path,
@@ -311,7 +402,7 @@ def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, 
 
     picks = [CHANNELS.index(c) for c in proto.ch_names]
     x = data[:, picks, :].astype(np.float64)
-    if proto.clip_samples != RELEASE_SAMPLES:
+    if proto.clip_samples != proto.release_samples:
         x = resample(x, proto.clip_samples, axis=-1)
     starts = proto.window_starts()
     n = proto.n_times
@@ -335,6 +426,113 @@ def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, 
     if spread < 1e-2:  # EEG in µV varies by several units; in volts by ~1e-5
         notes["suspect_units"] = f"median channel std {spread:.3g}: these values look like volts, not µV"
     return SubjectWindows(windows=windows.astype(np.float32), rows=rows, notes=notes)
+
+
+def read_raw_clips(paths: Sequence[Path], protocol: FacedProtocol) -> np.ndarray:
+    """The 28 clips of one raw recording as the processed release shapes them: (28, 32, clip × 250 Hz), µV.
+
+    ``paths``: the recording (and its continuations), then optionally the event file (:func:`raw_recording_files`).
+    Clip ``v`` (video id ``v``, array row ``v - 1``) ends at the end code that follows ``v`` and a start code;
+    the ``clip_seconds`` before that end are kept. Channels are picked by name (:attr:`FacedProtocol.raw_aliases`).
+    """
+    import mne
+
+    events_name = protocol.raw_events_file.lower()
+    recordings = [p for p in paths if p.name.lower() != events_name]
+    events_path = next((p for p in paths if p.name.lower() == events_name), None)
+    raws = []
+    for path in recordings:
+        try:
+            raws.append(mne.io.read_raw_bdf(path, preload=False, verbose="error"))
+        except (OSError, ValueError, RuntimeError) as err:
+            raise DataError(path, f"not a readable BDF recording ({err})") from None
+    if len({r.info["sfreq"] for r in raws}) > 1:
+        raise DataError(recordings[0], "its continuation files have different sampling rates")
+    raw = mne.concatenate_raws(raws, verbose="error") if len(raws) > 1 else raws[0]
+    fs = float(raw.info["sfreq"])
+    if events_path is not None:
+        try:
+            annotations = mne.read_annotations(events_path)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise DataError(events_path, f"not a readable BDF+ event file ({err})") from None
+        source = events_path
+    else:
+        annotations, source = raws[0].annotations, recordings[0]
+    ends = _clip_ends(source, list(annotations.onset), list(annotations.description), protocol)
+
+    picks = _raw_channel_picks(recordings[0], raw.ch_names, protocol)
+    n = round(protocol.clip_seconds * fs)
+    if abs(n - protocol.clip_seconds * fs) > 1e-6:
+        raise DataError(recordings[0], f"clip_seconds × {fs:g} Hz = {protocol.clip_seconds * fs:g}: not whole samples")
+    clips = np.empty((N_CLIPS, len(CHANNELS), protocol.release_samples))
+    ratio = Fraction(RELEASE_SFREQ / fs).limit_denominator(1000)
+    for video, (start_s, end_s) in sorted(ends.items()):
+        stop = round(end_s * fs)
+        if end_s - start_s < protocol.clip_seconds - 0.5 / fs or stop - n < 0 or stop > raw.n_times:
+            raise DataError(
+                source,
+                f"video {video}: clip {start_s:.3f}–{end_s:.3f} s is shorter than clip_seconds "
+                f"({protocol.clip_seconds:g}) or outside the recording ({raw.n_times / fs:.3f} s)",
+            )
+        x = raw.get_data(picks=picks, start=stop - n, stop=stop) * 1e6  # MNE reads volts
+        if ratio != 1:
+            from scipy.signal import resample_poly
+
+            x = resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+        if x.shape[-1] != protocol.release_samples:
+            raise DataError(recordings[0], f"{fs:g} Hz does not resample to {RELEASE_SFREQ:g} Hz in whole samples")
+        clips[video - 1] = x
+    return clips
+
+
+def _clip_ends(
+    path: Path, onsets: Sequence[float], codes: Sequence[str], protocol: FacedProtocol
+) -> dict[int, tuple[float, float]]:
+    """Video id → (start, end) seconds: a video id code, then the start code, then the end code."""
+    video: int | None = None
+    start: float | None = None
+    spans: dict[int, tuple[float, float]] = {}
+    for onset, text in sorted(zip(onsets, codes, strict=True), key=lambda e: e[0]):
+        try:
+            code = int(float(str(text).strip()))
+        except ValueError:
+            continue  # free-text annotations carry no trigger
+        if 1 <= code <= N_CLIPS:
+            video, start = code, None
+        elif code == protocol.raw_start_code:
+            start = float(onset) if video is not None else None
+        elif code == protocol.raw_end_code:
+            if video is not None and start is not None:
+                if video in spans:
+                    raise DataError(path, f"video {video} has two clip-end codes ({protocol.raw_end_code})")
+                spans[video] = (start, float(onset))
+            video, start = None, None
+    if missing := [v for v in range(1, N_CLIPS + 1) if v not in spans]:
+        raise DataError(
+            path,
+            f"no clip-end trigger for videos {missing} (expected each video id 1–{N_CLIPS}, then code "
+            f"{protocol.raw_start_code}, then {protocol.raw_end_code}; found {len(spans)} of {N_CLIPS})",
+        )
+    return spans
+
+
+def _raw_channel_picks(path: Path, ch_names: Sequence[str], protocol: FacedProtocol) -> list[int]:
+    """Index in ``ch_names`` of each of the 32 :data:`CHANNELS`, matched by name, case-blind, or an alias."""
+    labels = {re.sub(r"^EEG\s+", "", c.strip(), flags=re.IGNORECASE).lower(): i for i, c in enumerate(ch_names)}
+    aliases: dict[str, list[str]] = {}
+    for alias in protocol.raw_aliases:
+        name, _, label = alias.partition("=")
+        aliases.setdefault(name.strip(), []).append(label.strip().lower())
+    picks, missing = [], []
+    for name in CHANNELS:
+        found = [labels[k] for k in (name.lower(), *aliases.get(name, [])) if k in labels]
+        if found:
+            picks.append(found[0])
+        else:
+            missing.append(name)
+    if missing:
+        raise DataError(path, f"channels {missing} not found (labels: {', '.join(ch_names)}); see raw_aliases")
+    return picks
 
 
 # --- a synthetic release in the real layout, for tests and benchmarks -------------------------------------
