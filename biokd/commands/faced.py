@@ -6,19 +6,20 @@ from pathlib import Path
 
 import typer
 
+from ._shared import JOBS, OUT, SET, parse_subjects
+
 
 def preprocess(
     root: Path = typer.Option(..., help="FACED release folder holding Processed_data/ and Recording_info.csv."),
-    out: Path = typer.Option(..., help="Output folder (shards are reused when the protocol is unchanged)."),
+    out: Path = OUT,
     subjects: str | None = typer.Option(None, help="Subject indices, e.g. '0-9,15' (default: all listed and found)."),
-    jobs: int = typer.Option(1, min=1, help="Worker processes, one subject each."),
+    jobs: int = JOBS,
     skip_bad: bool = typer.Option(False, help="Skip missing, extra or damaged subjects; list them."),
-    set_: list[str] = typer.Option([], "--set", help="Protocol override key=value, e.g. --set sfreq=250."),
+    set_: list[str] = SET,
 ) -> None:
     """Preprocess FACED into 10-s windows of 9 emotion classes (CBraMod's protocol by default)."""
     from ..config import load_config
     from ..datasets.faced import FacedProtocol, preprocess_faced
-    from .physionet_mi import parse_subjects
 
     protocol = load_config(FacedProtocol, None, set_)
     numbers = parse_subjects(subjects) if subjects else None

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import typer
 
+from ._shared import JOBS, OUT, SET, parse_subjects
+
 
 def preprocess(
     root: Path = typer.Option(..., help="EEGMMIDB release folder holding S001/ … S109/ (files/eegmmidb/1.0.0)."),
-    out: Path = typer.Option(..., help="Output folder (shards are reused when the protocol is unchanged)."),
+    out: Path = OUT,
     subjects: str | None = typer.Option(None, help="Subject numbers, e.g. '1-10,12' (default: all found)."),
-    jobs: int = typer.Option(1, min=1, help="Worker processes, one subject each."),
+    jobs: int = JOBS,
     skip_bad: bool = typer.Option(False, help="Skip subjects with damaged or missing files; list them."),
-    set_: list[str] = typer.Option([], "--set", help="Protocol override key=value, e.g. --set sfreq=160."),
+    set_: list[str] = SET,
 ) -> None:
     """Preprocess PhysioNet EEG Motor Movement/Imagery into 4-class windows (CBraMod's protocol by default)."""
     from ..config import load_config
@@ -23,25 +25,6 @@ def preprocess(
     numbers = parse_subjects(subjects) if subjects else None
     preprocess_physionet_mi(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad)
     _print_summary(out)
-
-
-def parse_subjects(text: str) -> list[int]:
-    """``'1-10,12'`` → ``[1, …, 10, 12]``."""
-    from ..errors import ConfigError
-
-    numbers: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        try:
-            if "-" in part:
-                first, last = (int(v) for v in part.split("-", 1))
-                if first > last:
-                    raise ValueError
-                numbers.extend(range(first, last + 1))
-            else:
-                numbers.append(int(part))
-        except ValueError:
-            raise ConfigError(f"--subjects: {part!r} is not a number or a range like 1-10 (in {text!r})") from None
-    return sorted(set(numbers))
 
 
 def _print_summary(out: Path) -> None:
