@@ -174,15 +174,9 @@ def _iterate(loader: Iterable, total: int, enabled: bool, description: str):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[loss]}"),
-    ]
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
     with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(description, total=total, loss="")
+        task = bar.add_task(description, total=total)
         for batch in loader:
             yield batch
             bar.advance(task)
@@ -233,7 +227,7 @@ def fit(
     seed_everything(cfg.seed)
     if hasattr(learner, "setup") and not getattr(learner, "_ready", True):
         learner.setup(to_device(next(iter(loader(0))), device))
-    steps = len(loader(0)) if cfg.max_batches_per_epoch is None else min(len(loader(0)), cfg.max_batches_per_epoch)
+    steps = min(len(loader(0)), cfg.max_batches_per_epoch or len(train_ds))
     optimizer = torch.optim.AdamW(param_groups(learner, cfg), weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg, steps)
 

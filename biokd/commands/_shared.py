@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -28,3 +30,37 @@ def parse_subjects(text: str) -> list[int]:
         except ValueError:
             raise ConfigError(f"--subjects: {part!r} is not a number or a range like 1-10 (in {text!r})") from None
     return sorted(set(numbers))
+
+
+def print_build_summary(out: Path, dataset: str, notes: Callable[[dict[str, Any]], list[str]] = lambda r: []) -> None:
+    """Windows per split and class, subjects per split, processed / reused / skipped, then ``notes(report)``."""
+    import json
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    report = json.loads((out / "report.json").read_text())
+    protocol = json.loads((out / "protocol.json").read_text())
+    manifest = pd.read_csv(out / "manifest.csv", dtype={"subject": str, "session": str})
+    splits = ["train", "val", "test"]
+    title = f"{dataset} windows ({protocol['sfreq']:g} Hz, {len(protocol['ch_names'])} ch × {protocol['n_times']})"
+    table = Table("class", *splits, "total", title=title)
+    counts = manifest.groupby(["label_name", "split"]).size() if len(manifest) else pd.Series(dtype=int)
+    for name in protocol["class_names"]:
+        row = [int(counts.get((name, s), 0)) for s in splits]
+        table.add_row(name, *map(str, row), str(sum(row)))
+    per_split = [int((manifest["split"] == s).sum()) for s in splits]
+    table.add_row("[bold]all[/]", *map(str, per_split), f"[bold]{len(manifest)}[/]")
+    n_subjects = [manifest.loc[manifest["split"] == s, "subject"].nunique() for s in splits]
+    table.add_row("[dim]subjects[/]", *map(str, n_subjects), str(sum(n_subjects)))
+    console = Console()
+    console.print(table)
+    console.print(
+        f"subjects: {len(report['processed'])} processed, {len(report['reused'])} reused, {report['n_skipped']} skipped"
+    )
+    for subject, why in report["skipped"].items():
+        console.print(f"  skipped {subject}: {why}", highlight=False, soft_wrap=True)
+    for line in notes(report):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"report: {out / 'report.json'}", highlight=False, soft_wrap=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._shared import JOBS, OUT, SET, parse_subjects
+from ._shared import JOBS, OUT, SET, parse_subjects, print_build_summary
 
 
 def preprocess(
@@ -24,44 +24,15 @@ def preprocess(
     protocol = load_config(PhysionetMIProtocol, None, set_)
     numbers = parse_subjects(subjects) if subjects else None
     preprocess_physionet_mi(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad)
-    _print_summary(out)
+    print_build_summary(out, "PhysioNet-MI", _notes)
 
 
-def _print_summary(out: Path) -> None:
-    """Windows per split and class, subjects processed / reused / skipped, resampled subjects."""
-    import json
-
-    import pandas as pd
-    from rich.console import Console
-    from rich.table import Table
-
-    report = json.loads((out / "report.json").read_text())
-    protocol = json.loads((out / "protocol.json").read_text())
-    manifest = pd.read_csv(out / "manifest.csv", dtype={"subject": str, "session": str})
-    splits = ["train", "val", "test"]
-    table = Table(
-        "class",
-        *splits,
-        "total",
-        title=f"PhysioNet-MI windows ({protocol['sfreq']:g} Hz, "
-        f"{len(protocol['ch_names'])} ch × {protocol['n_times']})",
-    )
-    counts = manifest.groupby(["label_name", "split"]).size() if len(manifest) else pd.Series(dtype=int)
-    for name in protocol["class_names"]:
-        row = [int(counts.get((name, s), 0)) for s in splits]
-        table.add_row(name, *map(str, row), str(sum(row)))
-    per_split = [int((manifest["split"] == s).sum()) for s in splits]
-    table.add_row("[bold]all[/]", *map(str, per_split), f"[bold]{len(manifest)}[/]")
-    console = Console()
-    console.print(table)
-    console.print(
-        f"subjects: {len(report['processed'])} processed, {len(report['reused'])} reused, {report['n_skipped']} skipped"
-    )
-    for subject, why in report["skipped"].items():
-        console.print(f"  skipped {subject}: {why}", highlight=False, soft_wrap=True)
+def _notes(report: dict) -> list[str]:
+    """Subjects recorded at another rate, and windows lost at the end of a recording."""
+    lines = []
     if report["resampled_from"]:
         listed = ", ".join(f"{s} ({f} Hz)" for s, f in report["resampled_from"].items())
-        console.print(f"recorded at a rate other than 160 Hz (resampled like the others): {listed}")
+        lines.append(f"recorded at a rate other than 160 Hz (resampled like the others): {listed}")
     if report["n_windows_past_end"]:
-        console.print(f"windows running past the end of a recording (not kept): {report['n_windows_past_end']}")
-    console.print(f"report: {out / 'report.json'}", highlight=False, soft_wrap=True)
+        lines.append(f"windows running past the end of a recording (not kept): {report['n_windows_past_end']}")
+    return lines

@@ -399,9 +399,7 @@ def run_meta(run_dir: str | Path, data_root: str | Path | None = None) -> dict[s
 
 def load_student(run_dir: str | Path, data_root: str | Path | None = None) -> tuple[Any, dict[str, Any]]:
     """The run's student with its best weights (eval mode) and the run's metadata (see :func:`run_meta`)."""
-    from .._io import load_torch
-    from ..errors import BiokdError, WeightsError
-    from ..models import model_from_spec
+    from ..models import load_run_model
 
     meta = run_meta(run_dir, data_root)
     run_dir = meta["run_dir"]
@@ -410,37 +408,9 @@ def load_student(run_dir: str | Path, data_root: str | Path | None = None) -> tu
         raise ExportError(
             f"{ckpt}: missing student checkpoint (the trainer writes it at the best epoch); nothing exported"
         )
-    try:
-        model = model_from_spec(_qualified(meta["spec"]))
-    except BiokdError:
-        raise
-    except (ImportError, AttributeError, TypeError, ValueError) as err:
-        raise ExportError(f"{run_dir / 'model.json'}: cannot rebuild {meta['spec'].get('class')!r}: {err}") from err
-    state = load_torch(ckpt)
-    key = next((k for k in ("student", "model") if isinstance(state, dict) and k in state), None)
-    if key is None:
-        keys = sorted(state)[:10] if isinstance(state, dict) else type(state).__name__
-        raise WeightsError(f"{ckpt}: no 'student' or 'model' entry holding the student's weights (found {keys})")
-    try:
-        model.load_state_dict(state[key])
-    except RuntimeError as err:
-        raise WeightsError(f"{ckpt}: the '{key}' weights do not fit {meta['spec']['class']}: {err}") from err
+    model = load_run_model(run_dir, meta["spec"])
     meta["checkpoint"] = ckpt
-    return model.eval(), meta
-
-
-def _qualified(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` with a bare class name (``"GlucoNet"``) replaced by its path from :data:`biokd.models.MODELS`."""
-    name = str(spec["class"])
-    if "." in name:
-        return spec
-    from ..models import MODELS
-
-    for target in MODELS.values():
-        module, _, cls = target.partition(":")
-        if cls == name:
-            return {**spec, "class": f"{module}.{cls}"}
-    raise ExportError(f"model.json names class {name!r}, which is no biokd model; write its full import path")
+    return model, meta
 
 
 def sample_inputs(

@@ -263,34 +263,31 @@ def _finish(fig, path: str | Path | None):
 
 def plot_clarke(reference: Any, prediction: Any, path=None, *, units="mg/dL", title="Clarke error grid", ax=None):
     """Scatter of the pairs over the Clarke grid, zone fractions in the title; saved to ``path`` if given."""
-    r, p = _pairs(reference, prediction, units)
-    fig, ax = _figure(ax)
-    ax.scatter(r, p, s=4, alpha=0.4, color="tab:blue", linewidths=0)
-    for xs, ys in _CLARKE_LINES:
-        ax.plot(xs, ys, color="black", lw=0.8)
-    for label, x, y in _CLARKE_LABELS:
-        ax.text(x, y, label, fontsize=12, ha="center", va="center")
-    frac = zone_fractions(clarke_zones(r, p))
-    ax.set(xlim=(0, 400), ylim=(0, 400), xlabel="reference (mg/dL)", ylabel="prediction (mg/dL)")
-    ax.set_title(f"{title}\n" + "  ".join(f"{z} {100 * v:.1f}%" for z, v in frac.items()), fontsize=9)
-    ax.set_aspect("equal")
-    return _finish(fig, path)
+    return _plot_grid(reference, prediction, path, units, title, ax, _CLARKE_LINES, _CLARKE_LABELS, clarke_zones, 400)
 
 
 def plot_parkes(reference: Any, prediction: Any, path=None, *, units="mg/dL", title="Parkes error grid (type 1)",
                 ax=None):  # fmt: skip
     """Scatter of the pairs over the Parkes type 1 grid, zone fractions in the title."""
+    lines = [tuple(np.array(line).T) for line in PARKES_TYPE1.values()]
+    return _plot_grid(
+        reference, prediction, path, units, title, ax, lines, _PARKES_LABELS, parkes_zones, 550, identity=True
+    )
+
+
+def _plot_grid(reference, prediction, path, units, title, ax, lines, labels, zones, limit, identity=False):
+    """The frame both error grids share: points, zone lines and labels, zone fractions in the title."""
     r, p = _pairs(reference, prediction, units)
     fig, ax = _figure(ax)
     ax.scatter(r, p, s=4, alpha=0.4, color="tab:blue", linewidths=0)
-    ax.plot([0, 550], [0, 550], color="black", lw=0.5, ls=":")
-    for line in PARKES_TYPE1.values():
-        xs, ys = np.array(line).T
+    if identity:
+        ax.plot([0, limit], [0, limit], color="black", lw=0.5, ls=":")
+    for xs, ys in lines:
         ax.plot(xs, ys, color="black", lw=0.8)
-    for label, x, y in _PARKES_LABELS:
+    for label, x, y in labels:
         ax.text(x, y, label, fontsize=12, ha="center", va="center")
-    frac = zone_fractions(parkes_zones(r, p))
-    ax.set(xlim=(0, 550), ylim=(0, 550), xlabel="reference (mg/dL)", ylabel="prediction (mg/dL)")
+    frac = zone_fractions(zones(r, p))
+    ax.set(xlim=(0, limit), ylim=(0, limit), xlabel="reference (mg/dL)", ylabel="prediction (mg/dL)")
     ax.set_title(f"{title}\n" + "  ".join(f"{z} {100 * v:.1f}%" for z, v in frac.items()), fontsize=9)
     ax.set_aspect("equal")
     return _finish(fig, path)

@@ -16,12 +16,12 @@ import torch
 import yaml
 from torch import nn
 
-from .._io import load_torch, write_json, write_text
+from .._io import write_json, write_text
 from ..config import dump_yaml
 from ..datasets.windows import WindowsDataset
 from ..distill.distiller import Distiller, TermConfig
 from ..errors import BiokdError, ConfigError, DataError
-from ..models import build_model, model_from_spec, model_spec
+from ..models import build_model, load_run_model, model_spec
 from ..trainer import Supervised, TrainConfig, fit, load_best, predict_dataset
 
 log = logging.getLogger("biokd")
@@ -119,19 +119,6 @@ def check_fits(model: nn.Module, ds: WindowsDataset) -> None:
     if wrong:
         detail = "; ".join(f"{k}: model expects {a}, data has {b}" for k, (a, b) in wrong.items())
         raise DataError(Path(ds.root) / "protocol.json", f"data does not fit {type(model).__name__}: {detail}")
-
-
-def load_run_model(run_dir: str | Path) -> nn.Module:
-    run_dir = Path(run_dir)
-    spec_path = run_dir / "model.json"
-    if not spec_path.is_file():
-        raise BiokdError(f"{run_dir}: not a biokd run folder (no model.json)")
-    import json
-
-    model = model_from_spec(json.loads(spec_path.read_text()))
-    state = load_torch(run_dir / "checkpoints" / "best.pt")
-    model.load_state_dict(state["student"] if "student" in state else state["model"])
-    return model
 
 
 def validation_scores(outputs: np.ndarray, targets: np.ndarray, subjects: list[str]) -> dict[str, float]:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..datasets.ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
+from ..models import constructor_kwargs
 
 DELTA_SCALE = 50.0
 
@@ -156,24 +157,7 @@ class GlucoNet(nn.Module):
         super().__init__()
         if n_chans != len(CHANNELS):
             raise ValueError(f"GlucoNet reads the {len(CHANNELS)} channels {CHANNELS}; got n_chans={n_chans}")
-        self.config = {
-            "n_chans": n_chans,
-            "n_times": n_times,
-            "n_outputs": n_outputs,
-            "conv_channels": conv_channels,
-            "lstm_hidden": lstm_hidden,
-            "d_model": d_model,
-            "n_heads": n_heads,
-            "dim_feedforward": dim_feedforward,
-            "head_hidden": head_hidden,
-            "drop_prob": drop_prob,
-            "vmd_modes": vmd_modes,
-            "vmd_low": vmd_low,
-            "vmd_alpha": vmd_alpha,
-            "vmd_iter": vmd_iter,
-            "channel_shift": [float(v) for v in channel_shift],
-            "channel_scale": [float(v) for v in channel_scale],
-        }
+        self.config = constructor_kwargs(locals())
         self.register_buffer("shift", torch.tensor(channel_shift, dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("scale", torch.tensor(channel_scale, dtype=torch.float32).view(1, -1, 1))
         self.decompose = VMD(n_times, vmd_modes, vmd_low, vmd_alpha, vmd_iter)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..models import constructor_kwargs
 from ..teachers.cbramod import check_eeg_shape
 
 
@@ -144,23 +145,7 @@ class MiC(nn.Module):
     ):
         super().__init__()
         _check_config(n_chans, n_times, n_outputs, patch_size, d_model, depth, n_heads, pos_kernel)
-        self.config = {
-            "n_chans": int(n_chans),
-            "n_times": int(n_times),
-            "n_outputs": int(n_outputs),
-            "sfreq": float(sfreq),
-            "patch_size": int(patch_size),
-            "d_model": int(d_model),
-            "depth": int(depth),
-            "n_heads": int(n_heads),
-            "ff_mult": int(ff_mult),
-            "drop_prob": float(drop_prob),
-            "conv_channels": int(conv_channels),
-            "pos_kernel": [int(k) for k in pos_kernel],
-            "compress_dim": int(compress_dim),
-            "spatial_filters": int(spatial_filters),
-            "hidden": int(hidden),
-        }
+        self.config = constructor_kwargs(locals())
         self.n_chans, self.n_times, self.sfreq = int(n_chans), int(n_times), float(sfreq)
         self.n_patches = self.n_times // patch_size
         self.d_model = int(d_model)

@@ -20,6 +20,7 @@ from torch import nn
 
 from .._io import load_torch
 from ..errors import BiokdError, ConfigError, WeightsError
+from ..models import constructor_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +103,7 @@ class CBraModTeacher(nn.Module):
         super().__init__()
         dim_feedforward = 4 * emb_dim if dim_feedforward is None else dim_feedforward
         _check_config(n_chans, n_times, n_outputs, sfreq, head, n_layer, nhead, emb_dim, dim_feedforward)
-        self.config = {
-            "n_chans": int(n_chans),
-            "n_times": int(n_times),
-            "n_outputs": int(n_outputs),
-            "sfreq": float(sfreq),
-            "head": head,
-            "n_layer": int(n_layer),
-            "nhead": int(nhead),
-            "emb_dim": int(emb_dim),
-            "dim_feedforward": int(dim_feedforward),
-            "drop_prob": float(drop_prob),
-        }
+        self.config = constructor_kwargs(locals())
         self.n_chans, self.n_times = int(n_chans), int(n_times)
         self.n_patches = self.n_times // PATCH_SIZE
         self.emb_dim = int(emb_dim)

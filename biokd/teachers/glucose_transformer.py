@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..datasets.ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
+from ..models import constructor_kwargs
 
 #: Forecast changes are predicted in units of this many mg/dL.
 DELTA_SCALE = 50.0
@@ -49,19 +50,7 @@ class GlucoseTransformer(nn.Module):
             raise ValueError(f"channel_shift and channel_scale need {n_chans} values each")
         if n_times % patch_len:
             raise ValueError(f"n_times ({n_times}) must be a multiple of patch_len ({patch_len})")
-        self.config = {
-            "n_chans": n_chans,
-            "n_times": n_times,
-            "n_outputs": n_outputs,
-            "d_model": d_model,
-            "n_heads": n_heads,
-            "n_layers": n_layers,
-            "dim_feedforward": dim_feedforward,
-            "patch_len": patch_len,
-            "drop_prob": drop_prob,
-            "channel_shift": [float(v) for v in channel_shift],
-            "channel_scale": [float(v) for v in channel_scale],
-        }
+        self.config = constructor_kwargs(locals())
         self.register_buffer("shift", torch.tensor(channel_shift, dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("scale", torch.tensor(channel_scale, dtype=torch.float32).view(1, -1, 1))
         self.embed = nn.Conv1d(n_chans, d_model, patch_len, stride=patch_len)
