@@ -18,12 +18,12 @@ import torch
 from bench_distill import terms
 from torch.utils.data import DataLoader, Subset
 
-from biokd.datasets.faced import FacedProtocol, preprocess_faced, write_synthetic_faced
-from biokd.datasets.windows import WindowsDataset
+from biokd.data.reader import WindowsDataset
 from biokd.distill.cache import build_cache, data_fingerprint, hash_state_dict
 from biokd.distill.distiller import Distiller
-from biokd.students.mic import MiC
-from biokd.teachers.cbramod import CBraModTeacher
+from biokd.eeg.cbramod import CBraModTeacher
+from biokd.eeg.faced import FacedProtocol, preprocess_faced, write_synthetic_faced
+from biokd.eeg.mic import MiC
 from biokd.trainer import Supervised, collate
 
 

@@ -20,9 +20,9 @@ from torch.utils.data import Dataset
 
 from biokd.distill.cache import build_cache
 from biokd.distill.distiller import Distiller, TermConfig
+from biokd.eeg.cbramod import CBraModTeacher
+from biokd.eeg.mic import MiC
 from biokd.profiling import cpu_latency_ms
-from biokd.students.mic import MiC
-from biokd.teachers.cbramod import CBraModTeacher
 from biokd.trainer import Supervised
 
 SIZES = {"physionet-mi": (64, 800, 4), "faced": (32, 2000, 9)}

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from biokd.eeg.mic import MiC
 from biokd.export.card import measure_runtime
 from biokd.export.executorch import ExecuTorchPredictor, export_executorch
 from biokd.export.onnx import OnnxPredictor, export_onnx, quantize_onnx
+from biokd.glucose.gluconet import GlucoNet
 from biokd.models import model_spec
 from biokd.profiling import count_flops, count_parameters
-from biokd.students.gluconet import GlucoNet
-from biokd.students.mic import MiC
 
 MODELS = {
     "mic-physionet": (MiC, {"n_chans": 64, "n_times": 800, "n_outputs": 4}),

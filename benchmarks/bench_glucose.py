@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from biokd._io import write_json
-from biokd.pipelines.glucose import GlucoseRunConfig, run_glucose, write_glucose_report
+from biokd.glucose.demo import GlucoseRunConfig, run_glucose, write_glucose_report
 
 MODELS = ("persistence", "linear extrapolation", "teacher (GlucoseTransformer)", "GlucoNet distilled", "GlucoNet alone")
 

@@ -28,7 +28,7 @@ RUNS = (4, 6, 8, 10, 12, 14)
 
 CHILD = """
 import sys, time, json
-from biokd.datasets.physionet_mi import preprocess_physionet_mi
+from biokd.eeg.physionet_mi import preprocess_physionet_mi
 root, out, n, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t = time.perf_counter()
 report = preprocess_physionet_mi(root, out, subjects=range(1, n + 1), jobs=jobs, progress=False)

@@ -1,6 +1,6 @@
 """The batch contract: a batch is a dict of named tensors plus metadata; models declare the keys they read.
 
-Signal keys: ``eeg`` (float32, ``(B, n_chans, n_times)``), glucose inputs (see :mod:`biokd.datasets.ohiot1dm`),
+Signal keys: ``eeg`` (float32, ``(B, n_chans, n_times)``), glucose inputs (see :mod:`biokd.glucose.ohiot1dm`),
 ``mri``/``pet`` for volumes. Targets: ``label`` (int64, ``(B,)``) for classification, ``target`` (float32,
 ``(B, n_horizons)``) for regression. Metadata: ``subject``, ``session``, ``site`` (lists of str) and ``index``
 (int64, the window's row in its manifest; the key of teacher-output caches).

@@ -9,7 +9,9 @@ import sys
 
 import typer
 
-from .commands import demo, export, faced, glucose, info, physionet_mi, train
+from .commands import demo, export, info, train
+from .eeg import cmd_faced, cmd_physionet_mi
+from .glucose import commands as glucose
 
 app = typer.Typer(
     help="Distil biomedical foundation models into small models that run on wearables.",
@@ -22,8 +24,8 @@ simulate_app = typer.Typer(help="Generate simulated cohorts in a real release's 
 app.add_typer(preprocess_app, name="preprocess")
 app.add_typer(simulate_app, name="simulate")
 
-preprocess_app.command("physionet-mi")(physionet_mi.preprocess)
-preprocess_app.command("faced")(faced.preprocess)
+preprocess_app.command("physionet-mi")(cmd_physionet_mi.preprocess)
+preprocess_app.command("faced")(cmd_faced.preprocess)
 preprocess_app.command("ohiot1dm")(glucose.preprocess)
 simulate_app.command("glucose")(glucose.simulate)
 app.command("train-teacher")(train.train_teacher)

@@ -15,10 +15,10 @@ from .errors import BiokdError, ConfigError, WeightsError
 
 #: Config name → "module:Class". Adding a model is one line here plus its module.
 MODELS: dict[str, str] = {
-    "cbramod": "biokd.teachers.cbramod:CBraModTeacher",
-    "mic": "biokd.students.mic:MiC",
-    "glucose_transformer": "biokd.teachers.glucose_transformer:GlucoseTransformer",
-    "gluconet": "biokd.students.gluconet:GlucoNet",
+    "cbramod": "biokd.eeg.cbramod:CBraModTeacher",
+    "mic": "biokd.eeg.mic:MiC",
+    "glucose_transformer": "biokd.glucose.transformer:GlucoseTransformer",
+    "gluconet": "biokd.glucose.gluconet:GlucoNet",
 }
 
 

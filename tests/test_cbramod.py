@@ -8,11 +8,11 @@ import struct
 
 import pytest
 import torch
+from biokd.eeg.cbramod import CBraModTeacher, load_pretrained
 from torch import nn
 
 from biokd.errors import BiokdError, ConfigError, WeightsError
 from biokd.profiling import count_parameters
-from biokd.teachers import CBraModTeacher, load_pretrained
 
 TINY = {"n_chans": 4, "n_times": 400, "n_outputs": 3, "head": "linear", "n_layer": 2, "nhead": 4, "emb_dim": 40}
 
@@ -78,7 +78,7 @@ def test_authors_release_loads_strictly_and_copies_every_tensor(release, caplog)
     state, path = release
     teacher = CBraModTeacher(n_chans=4, n_times=400, n_outputs=2, head="linear")
     head_before = teacher.head[1].weight.clone()
-    with caplog.at_level(logging.INFO, logger="biokd.teachers.cbramod"):
+    with caplog.at_level(logging.INFO, logger="biokd.eeg.cbramod"):
         report = load_pretrained(teacher, path)
     assert report["loaded"] == 209 and report["ignored"] == ["proj_out.0.weight", "proj_out.0.bias"]
     loaded = teacher.backbone.state_dict()

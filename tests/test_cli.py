@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from biokd.config import load_config
-from biokd.pipelines.runs import RunConfig
+from biokd.pipeline import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_help_imports_no_heavy_library():
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     if "glucose" in path.name:
-        from biokd.pipelines.glucose import GlucoseRunConfig
+        from biokd.glucose.demo import GlucoseRunConfig
 
         load_config(GlucoseRunConfig, path)
     else:

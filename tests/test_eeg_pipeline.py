@@ -9,11 +9,11 @@ import torch
 from typer.testing import CliRunner
 
 from biokd.cli import app
-from biokd.datasets.physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
-from biokd.datasets.windows import WindowsDataset
+from biokd.data.reader import WindowsDataset
+from biokd.eeg.demo import MONTAGE, QUICK, run_eeg_demo
+from biokd.eeg.physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
 from biokd.errors import DataError
-from biokd.pipelines.eeg_demo import MONTAGE, QUICK, run_eeg_demo
-from biokd.pipelines.runs import check_fits, load_run_model
+from biokd.pipeline import check_fits, load_run_model
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Export of small MiC and GlucoNet students from run folders to ONNX / ONNX int8 / ExecuTorch (fp32, int8).
 
 Run folders and data are written in the real on-disk formats: EEG windows through
-``biokd.datasets.shards.build_shards`` (read back by ``WindowsDataset``), glucose windows in the layout of
-``biokd.datasets.ohiot1dm`` (read back by ``GlucoseWindows``). The students are trained for a few steps so
+``biokd.data.store.build_shards`` (read back by ``WindowsDataset``), glucose windows in the layout of
+``biokd.glucose.ohiot1dm`` (read back by ``GlucoseWindows``). The students are trained for a few steps so
 that int8 parity is judged on a model with real decision margins. Each format is exported once per module
 (ExecuTorch lowering is slow) and the tests share the results.
 """
@@ -23,7 +23,8 @@ import yaml
 from torch import nn
 
 from biokd._io import save_torch, write_json
-from biokd.datasets.shards import SubjectWindows, build_shards
+from biokd.data.store import SubjectWindows, build_shards
+from biokd.eeg.mic import MiC
 from biokd.errors import BiokdError
 from biokd.export import (
     ExportError,
@@ -35,9 +36,8 @@ from biokd.export import (
     load_student,
     sample_inputs,
 )
+from biokd.glucose.gluconet import GlucoNet
 from biokd.models import model_spec
-from biokd.students.gluconet import GlucoNet
-from biokd.students.mic import MiC
 
 pytest.importorskip("onnxruntime", reason="export extra not installed (pip install 'biokd[export]')")
 pytest.importorskip("executorch.runtime", reason="export extra not installed (pip install 'biokd[export]')")
@@ -115,7 +115,7 @@ def eeg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "n_times": N_TIMES, "ch_names": CH_NAMES, "class_names": CLASSES,
     }  # fmt: skip
     build_shards(base / "data", sources, _eeg_subject, protocol, progress=False)
-    from biokd.datasets.windows import WindowsDataset
+    from biokd.data.reader import WindowsDataset
 
     train = WindowsDataset(base / "data", "train")
     x = torch.stack([train[i]["eeg"] for i in range(len(train))])
@@ -153,7 +153,7 @@ def glucose_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                   "shard": f"windows/{pid}.npz", "row": idx}))  # fmt: skip
     pd.concat(rows).to_csv(base / "data" / "manifest.csv", index=False)
     write_json(base / "data" / "protocol.json", protocol)
-    from biokd.datasets.ohiot1dm import GlucoseWindows
+    from biokd.glucose.ohiot1dm import GlucoseWindows
 
     train = GlucoseWindows(base / "data", "train")
     torch.manual_seed(0)

@@ -13,7 +13,9 @@ import typer
 from scipy.signal import resample
 from typer.testing import CliRunner
 
-from biokd.datasets.faced import (
+from biokd.data.reader import WindowsDataset
+from biokd.data.safe_pickle import load_numpy_pickle
+from biokd.eeg.faced import (
     CHANNELS,
     CLASS_NAMES,
     FacedProtocol,
@@ -21,8 +23,6 @@ from biokd.datasets.faced import (
     read_recording_info,
     write_synthetic_faced,
 )
-from biokd.datasets.safe_pickle import load_numpy_pickle
-from biokd.datasets.windows import WindowsDataset
 from biokd.errors import ConfigError, DataError
 
 SUBJECTS = [0, 1, 80, 100]
@@ -353,7 +353,7 @@ def test_raw_recording_gives_the_last_seconds_of_each_clip(tmp_path):
 def test_raw_recording_is_resampled_to_250_hz(tmp_path):
     from scipy.signal import resample_poly
 
-    from biokd.datasets.faced import read_raw_clips
+    from biokd.eeg.faced import read_raw_clips
 
     root, signals, ends = _raw_release(tmp_path, fs=500, events_in_recording=True)
     protocol = FacedProtocol(source="raw", clip_seconds=2.0, sfreq=250.0, window_seconds=1.0)

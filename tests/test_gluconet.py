@@ -7,8 +7,8 @@ import torch
 
 from biokd.batch import model_inputs
 from biokd.distill.taps import Taps
-from biokd.students.gluconet import VMD, GlucoNet, LinearExtrapolation, Persistence
-from biokd.teachers.glucose_transformer import GlucoseTransformer
+from biokd.glucose.gluconet import VMD, GlucoNet, LinearExtrapolation, Persistence
+from biokd.glucose.transformer import GlucoseTransformer
 
 
 def windows(batch: int = 4, seed: int = 0) -> torch.Tensor:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biokd.metrics.glucose import (
+from biokd.glucose.metrics import (
     MGDL_PER_MMOL,
     cgm_summary,
     clarke_fractions,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from biokd.config import load_config
-from biokd.datasets.ohiot1dm import find_patients, read_patient_xml
-from biokd.datasets.simulate_glucose import simulate_cohort, simulate_patient
-from biokd.pipelines.glucose import QUICK, GlucoseRunConfig, run_glucose, write_glucose_report
+from biokd.glucose.demo import QUICK, GlucoseRunConfig, run_glucose, write_glucose_report
+from biokd.glucose.ohiot1dm import find_patients, read_patient_xml
+from biokd.glucose.simulate import simulate_cohort, simulate_patient
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def test_distilled_gluconet_beats_persistence(tiny_cohort: Path, tmp_path: Path)
 
 
 def test_preprocess_command(tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from biokd.commands.glucose import preprocess
+    from biokd.glucose.commands import preprocess
 
     preprocess(
         root=tiny_cohort, out=tmp_path, patients="adult002", history=24, horizons="6",

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from biokd.eeg.mic import MiC
+from biokd.eeg.cbramod import CBraModTeacher
 from torch import nn
 
 from biokd.errors import BiokdError, ConfigError
 from biokd.profiling import count_flops, count_parameters, cpu_latency_ms, model_summary
-from biokd.students import MiC
-from biokd.teachers import CBraModTeacher
 
 FACED = (32, 2000, 9)
 PHYSIONET_MI = (64, 800, 4)

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from biokd.datasets.ohiot1dm import (
+from biokd.errors import DataError
+from biokd.glucose.gluconet import GlucoNet
+from biokd.glucose.ohiot1dm import (
     CHANNELS,
     GlucoseWindows,
     build_grid,
@@ -22,8 +24,6 @@ from biokd.datasets.ohiot1dm import (
     preprocess_ohiot1dm,
     read_patient_xml,
 )
-from biokd.errors import DataError
-from biokd.students.gluconet import GlucoNet
 
 T0 = datetime(2022, 1, 1)
 TRAIN_GAP = set(range(24, 36)) | {48, 49}  # slots without a reading in the training file
@@ -312,8 +312,8 @@ def test_skip_bad_lists_the_patient(release: Path, tmp_path: Path) -> None:
 
 
 def test_evaluation_scores_each_target_once_and_averages_the_2020_six(release: Path, tmp_path: Path) -> None:
-    from biokd.pipelines.glucose import evaluate
-    from biokd.students.gluconet import Persistence
+    from biokd.glucose.demo import evaluate
+    from biokd.glucose.gluconet import Persistence
 
     preprocess_ohiot1dm(release, tmp_path, history=12, val_fraction=0.0)
     result = evaluate({"persistence": Persistence()}, GlucoseWindows(tmp_path, "test"))["persistence"]

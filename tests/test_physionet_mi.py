@@ -16,15 +16,15 @@ import pytest
 import typer
 from scipy import signal
 
-from biokd.datasets.physionet_mi import (
+from biokd.data.reader import WindowsDataset
+from biokd.eeg.physionet_mi import (
     RELEASE_CHANNELS,
     PhysionetMIProtocol,
     find_subjects,
     preprocess_physionet_mi,
     run_path,
 )
-from biokd.datasets.synthetic_eeg import write_synthetic_eegmmidb
-from biokd.datasets.windows import WindowsDataset
+from biokd.eeg.synthetic import write_synthetic_eegmmidb
 from biokd.errors import BiokdError, ConfigError, DataError
 
 IMAGERY_RUNS = (4, 6, 8, 10, 12, 14)
@@ -314,7 +314,7 @@ def _cli_main():
 
         return main
     except ImportError:
-        from biokd.commands.physionet_mi import preprocess
+        from biokd.eeg.cmd_physionet_mi import preprocess
 
         app = typer.Typer(pretty_exceptions_enable=False)
         sub = typer.Typer()

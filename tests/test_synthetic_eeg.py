@@ -12,8 +12,8 @@ import pyedflib
 import pytest
 from scipy.signal import welch
 
-from biokd.datasets.physionet_mi import preprocess_physionet_mi, run_path
-from biokd.datasets.synthetic_eeg import write_synthetic_eegmmidb
+from biokd.eeg.physionet_mi import preprocess_physionet_mi, run_path
+from biokd.eeg.synthetic import write_synthetic_eegmmidb
 
 RUNS = (4, 6, 8, 10, 12, 14)
 SUBJECTS = (1, 2, 3)

@@ -21,11 +21,11 @@ def demo(
     setup_logging()
     console = Console()
     if kind == "eeg":
-        from ..pipelines.eeg_demo import QUICK, run_eeg_demo
+        from ..eeg.demo import QUICK, run_eeg_demo
 
         report = run_eeg_demo(out / "eeg", QUICK if quick else None, seed=seed)
     elif kind == "glucose":
-        from ..pipelines.glucose import run_glucose_demo
+        from ..glucose.demo import run_glucose_demo
 
         report = run_glucose_demo(out / "glucose", quick=quick, seed=seed)
     else:

@@ -25,14 +25,14 @@ def setup_logging() -> None:
 
 def _load(config: Path, set_: list[str] | None):
     from ..config import load_config
-    from ..pipelines.runs import RunConfig
+    from ..pipeline import RunConfig
 
     return load_config(RunConfig, config, set_ or [])
 
 
 def train_teacher(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET) -> None:
     """Fine-tune a teacher (e.g. CBraMod from its pretrained weights) on a preprocessed dataset."""
-    from ..pipelines.runs import train_teacher as run
+    from ..pipeline import train_teacher as run
 
     setup_logging()
     report = run(_load(config, set_), out)
@@ -41,7 +41,7 @@ def train_teacher(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET)
 
 def distill(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET) -> None:
     """Distil a teacher into a student with the loss terms of the config."""
-    from ..pipelines.runs import distill as run
+    from ..pipeline import distill as run
 
     setup_logging()
     metrics = run(_load(config, set_), out)
@@ -54,7 +54,7 @@ def evaluate(
     n_boot: int = typer.Option(1000, help="Bootstrap resamples (over subjects) for the CIs."),
 ) -> None:
     """Score a run's best model with the clinical metrics and write a report."""
-    from ..pipelines.runs import evaluate_run
+    from ..pipeline import evaluate_run
 
     setup_logging()
     report = evaluate_run(run_dir, split, n_boot)

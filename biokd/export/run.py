@@ -2,7 +2,7 @@
 
 A run folder, as the trainer writes it, must hold (paths relative to the run folder):
 
-* ``model.json``: ``{"class": "biokd.students.mic.MiC", "kwargs": {...}}``, the student's import path
+* ``model.json``: ``{"class": "biokd.eeg.mic.MiC", "kwargs": {...}}``, the student's import path
   (inside the ``biokd`` package) and constructor kwargs;
 * ``checkpoints/best.pt``: a weights-only dict whose ``"student"`` (or ``"model"``) entry is the
   student's ``state_dict``;
@@ -14,8 +14,8 @@ A run folder, as the trainer writes it, must hold (paths relative to the run fol
 
 Windows for calibration (training split) and for the parity check (validation split, else test) come from
 ``data.root`` through a *sample provider* chosen from ``protocol.json``: a folder with ``horizons`` in its
-protocol is read with :class:`biokd.datasets.ohiot1dm.GlucoseWindows`, any other with
-:class:`biokd.datasets.windows.WindowsDataset`; :func:`register_sample_provider` adds others, keyed by the
+protocol is read with :class:`biokd.glucose.ohiot1dm.GlucoseWindows`, any other with
+:class:`biokd.data.reader.WindowsDataset`; :func:`register_sample_provider` adds others, keyed by the
 protocol's ``dataset``. The card's input contract (channels in order, sampling rate, window, units, scaling,
 glucose step and horizons) is read from the same ``protocol.json``.
 """
@@ -324,13 +324,13 @@ def register_sample_provider(dataset: str, provider: Provider) -> None:
 
 
 def _windows(root: Path, split: str, protocol: Mapping[str, Any]) -> Any:
-    from ..datasets.windows import WindowsDataset
+    from ..data.reader import WindowsDataset
 
     return WindowsDataset(root, split)
 
 
 def _glucose(root: Path, split: str, protocol: Mapping[str, Any]) -> Any:
-    from ..datasets.ohiot1dm import GlucoseWindows
+    from ..glucose.ohiot1dm import GlucoseWindows
 
     return GlucoseWindows(root, split)
 

@@ -7,7 +7,7 @@ a small Transformer (the part distilled from the teacher) from the high band wit
 COB; the two forecasts add up. Defaults give 10,872 parameters (the released checkpoints: 10,940).
 
 Input key ``glucose_inputs``: float32 ``(B, 6, T)`` in raw units, the channels of
-:data:`biokd.datasets.ohiot1dm.CHANNELS`; output ``(B, n_outputs)`` forecasts in mg/dL.
+:data:`biokd.glucose.ohiot1dm.CHANNELS`; output ``(B, n_outputs)`` forecasts in mg/dL.
 
 Decomposition: computed on each input window alone (causal: nothing outside the window is read), inside
 ``forward``, by :class:`VMD`: a fixed number of VMD iterations written as tensor operations, with the
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..datasets.ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
 from ..models import constructor_kwargs
+from .ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
 
 DELTA_SCALE = 50.0
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._shared import JOBS, OUT, SET, parse_subjects, print_build_summary
+from ..commands._shared import JOBS, OUT, SET, parse_subjects, print_build_summary
 
 
 def preprocess(
@@ -19,7 +19,7 @@ def preprocess(
 ) -> None:
     """Preprocess PhysioNet EEG Motor Movement/Imagery into 4-class windows (CBraMod's protocol by default)."""
     from ..config import load_config
-    from ..datasets.physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
+    from .physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
 
     protocol = load_config(PhysionetMIProtocol, None, set_)
     numbers = parse_subjects(subjects) if subjects else None

@@ -2,8 +2,8 @@
 
 Reads the public release layout ``<root>/Processed_data/sub000.pkl … sub122.pkl`` (each a pickled array of
 28 clips × 32 channels × 7500 samples, 30 s at 250 Hz, µV) and ``<root>/Recording_info.csv``, one subject
-per worker process, and writes a shard folder (:mod:`biokd.datasets.shards`). Pickles are read with an
-allow-listing unpickler (:mod:`biokd.datasets.safe_pickle`): a file that asks for anything but an array is
+per worker process, and writes a shard folder (:mod:`biokd.data.store`). Pickles are read with an
+allow-listing unpickler (:mod:`biokd.data.safe_pickle`): a file that asks for anything but an array is
 refused, never executed. See ``datasets/faced.md`` for the release, its quirks and the protocol.
 
 ``source="raw"`` reads the raw Neuracle recordings instead, ``<root>/Data/subNNN/data.bdf`` (continued in
@@ -29,10 +29,10 @@ import numpy as np
 
 from .._io import atomic_path, write_json, write_text
 from ..config import from_known_keys
+from ..data.safe_pickle import load_numpy_pickle
+from ..data.store import BuildReport, SubjectWindows, build_shards
 from ..errors import ConfigError, DataError
 from ..splits import check_split_ranges
-from .safe_pickle import load_numpy_pickle
-from .shards import BuildReport, SubjectWindows, build_shards
 
 DATASET = "faced"
 N_SUBJECTS = 123

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..distill.distiller import TermConfig
+from ..pipeline import CacheConfig, DataConfig, DistillConfig, ModelConfig, RunConfig, distill, train_teacher
 from ..trainer import TrainConfig
-from .runs import CacheConfig, DataConfig, DistillConfig, ModelConfig, RunConfig, distill, train_teacher
 
 log = logging.getLogger("biokd")
 
@@ -50,8 +50,8 @@ QUICK = DemoSize(
 
 def run_eeg_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0, jobs: int = 2) -> Path:
     """Run the demo into ``out``; returns the path of the HTML report."""
-    from ..datasets.physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
-    from ..datasets.synthetic_eeg import write_synthetic_eegmmidb
+    from .physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
+    from .synthetic import write_synthetic_eegmmidb
 
     size = size or DemoSize()
     out = Path(out)

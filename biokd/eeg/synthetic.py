@@ -8,7 +8,7 @@ Gaussian volume conduction. During a task cue the sources show event-related des
 * both fists → both lateral sources; both feet → the central source, the lateral ones slightly enhanced.
 
 Peak frequencies, ERD depth, rhythm and background amplitudes vary from subject to subject. Files go through
-:func:`biokd.datasets.physionet_mi.preprocess_physionet_mi` exactly as the real release does.
+:func:`biokd.eeg.physionet_mi.preprocess_physionet_mi` exactly as the real release does.
 """
 
 from __future__ import annotations

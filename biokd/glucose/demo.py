@@ -34,14 +34,14 @@ import yaml
 from torch import nn
 
 from .._io import sha256_json, write_json, write_text
-from ..datasets.ohiot1dm import STEP_MIN, GlucoseWindows, preprocess_ohiot1dm
-from ..datasets.simulate_glucose import simulate_cohort
 from ..distill.distiller import Distiller, TermConfig
-from ..metrics.glucose import forecast_metrics, rmse, time_lag
 from ..models import model_spec
-from ..students.gluconet import GlucoNet, LinearExtrapolation, Persistence
-from ..teachers.glucose_transformer import GlucoseTransformer
 from ..trainer import Supervised, TrainConfig, exported_model, fit, load_best
+from .gluconet import GlucoNet, LinearExtrapolation, Persistence
+from .metrics import forecast_metrics, rmse, time_lag
+from .ohiot1dm import STEP_MIN, GlucoseWindows, preprocess_ohiot1dm
+from .simulate import simulate_cohort
+from .transformer import GlucoseTransformer
 
 log = logging.getLogger("biokd")
 
@@ -325,8 +325,8 @@ def _per_patient_rows(results: Mapping[str, Any], horizon: str) -> list[dict[str
 
 def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str) -> Path:
     """Write ``report.{md,html}``, ``metrics.json`` and figures into ``out``; returns the HTML path."""
-    from ..metrics.glucose import plot_clarke, plot_parkes
     from ..report import Report
+    from .metrics import plot_clarke, plot_parkes
 
     out = Path(out)
     report = Report(title)
@@ -360,7 +360,7 @@ def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str
 
 def _trace_figure(out: Path, test: GlucoseWindows, models: Mapping[str, nn.Module]):
     """The first test day of the first patient: CGM, 30-min forecasts of each model, meals and insulin."""
-    from ..metrics.glucose import plot_forecast_trace
+    from .metrics import plot_forecast_trace
 
     subject = test.subjects[0]
     rows = np.flatnonzero(np.array(test.subject_per_window) == subject)[: 24 * 60 // STEP_MIN]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._shared import JOBS, OUT, SET, parse_subjects, print_build_summary
+from ..commands._shared import JOBS, OUT, SET, parse_subjects, print_build_summary
 
 
 def preprocess(
@@ -19,7 +19,7 @@ def preprocess(
 ) -> None:
     """Preprocess FACED into 10-s windows of 9 emotion classes (CBraMod's protocol by default)."""
     from ..config import load_config
-    from ..datasets.faced import FacedProtocol, preprocess_faced
+    from .faced import FacedProtocol, preprocess_faced
 
     protocol = load_config(FacedProtocol, None, set_)
     numbers = parse_subjects(subjects) if subjects else None

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models import constructor_kwargs
-from ..teachers.cbramod import check_eeg_shape
+from .cbramod import check_eeg_shape
 
 
 class _SelfAttention(nn.Module):

@@ -3,7 +3,7 @@
 The window is cut into patches of ``patch_len`` steps (15 minutes by default), each a token.
 
 Input key ``glucose_inputs``: float32 ``(B, 6, T)`` in raw units, channels
-:data:`biokd.datasets.ohiot1dm.CHANNELS` (cgm mg/dL, cgm_mask, insulin U/5 min, carbs g/5 min, iob U,
+:data:`biokd.glucose.ohiot1dm.CHANNELS` (cgm mg/dL, cgm_mask, insulin U/5 min, carbs g/5 min, iob U,
 cob g), oldest step first. Output: ``(B, n_outputs)`` forecasts in mg/dL, one per horizon, predicted as
 a change from the last CGM value of the window. Channels are normalised inside ``forward`` with fixed
 constants (``channel_shift``/``channel_scale``).
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..datasets.ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
 from ..models import constructor_kwargs
+from .ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
 
 #: Forecast changes are predicted in units of this many mg/dL.
 DELTA_SCALE = 50.0

@@ -1,7 +1,7 @@
 """PhysioNet EEG Motor Movement/Imagery (EEGMMIDB 1.0.0) → motor-imagery windows, CBraMod's protocol by default.
 
 Reads the release layout ``<root>/S001/S001R01.edf … <root>/S109/S109R14.edf`` (EDF+, 64 channels, annotations
-T0/T1/T2) through MNE, one subject per worker process, and writes a shard folder (:mod:`biokd.datasets.shards`).
+T0/T1/T2) through MNE, one subject per worker process, and writes a shard folder (:mod:`biokd.data.store`).
 See ``datasets/physionet-mi.md`` for the release, its quirks and the protocol.
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 
 from .._io import write_json
 from ..config import from_known_keys
+from ..data.store import BuildReport, SubjectWindows, build_shards
 from ..errors import ConfigError, DataError
 from ..splits import check_split_ranges
-from .shards import BuildReport, SubjectWindows, build_shards
 
 DATASET = "physionet-mi"
 N_SUBJECTS = 109

@@ -16,13 +16,13 @@ import torch
 import yaml
 from torch import nn
 
-from .._io import write_json, write_text
-from ..config import dump_yaml
-from ..datasets.windows import WindowsDataset
-from ..distill.distiller import Distiller, TermConfig
-from ..errors import BiokdError, ConfigError, DataError
-from ..models import build_model, load_run_model, model_spec
-from ..trainer import Supervised, TrainConfig, fit, load_best, predict_dataset
+from ._io import write_json, write_text
+from .config import dump_yaml
+from .data.reader import WindowsDataset
+from .distill.distiller import Distiller, TermConfig
+from .errors import BiokdError, ConfigError, DataError
+from .models import build_model, load_run_model, model_spec
+from .trainer import Supervised, TrainConfig, fit, load_best, predict_dataset
 
 log = logging.getLogger("biokd")
 
@@ -103,7 +103,7 @@ def make_model(mc: ModelConfig, ds: WindowsDataset) -> nn.Module:
                 )
         model = build_model(mc.name, **{**sizes, **mc.kwargs})
         if mc.weights:
-            from ..teachers.cbramod import load_pretrained
+            from .eeg.cbramod import load_pretrained
 
             load_pretrained(model, mc.weights)
     check_fits(model, ds)
@@ -140,8 +140,8 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 def evaluate_model(model: nn.Module, ds: WindowsDataset, n_boot: int = 1000, batch_size: int = 64) -> dict[str, Any]:
     """Clinical classification report of ``model`` on ``ds`` (subject-bootstrap CIs) plus its size and cost."""
-    from ..metrics.classification import classification_report
-    from ..profiling import model_summary
+    from .metrics.classification import classification_report
+    from .profiling import model_summary
 
     outputs, targets, subjects = predict_dataset(Supervised(model), ds, batch_size, torch.device("cpu"))
     report = classification_report(targets, softmax(outputs), subjects, class_names=ds.class_names, n_boot=n_boot)
@@ -176,7 +176,7 @@ def train_teacher(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
 
 def distill(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
     """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.distill.terms``; returns the test reports of both."""
-    from ..distill.cache import build_cache, data_fingerprint, hash_state_dict
+    from .distill.cache import build_cache, data_fingerprint, hash_state_dict
 
     if cfg.teacher is None or cfg.student is None:
         raise ConfigError("distill needs `teacher:` and `student:` sections")
@@ -272,7 +272,7 @@ def write_run_report(
     extra_rows: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Side-by-side table (metrics with subject-bootstrap CIs, size, FLOPs, latency) and confusion matrices."""
-    from ..report import Report, comparison_rows, plot_confusion_matrix, plot_layer_weights_per_class
+    from .report import Report, comparison_rows, plot_confusion_matrix, plot_layer_weights_per_class
 
     rep = Report(title)
     for note in notes:

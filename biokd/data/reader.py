@@ -1,4 +1,4 @@
-"""Read a preprocessed shard folder (see :mod:`biokd.datasets.shards`) as a torch ``Dataset`` of batches."""
+"""Read a preprocessed shard folder (see :mod:`biokd.data.store`) as a torch ``Dataset`` of batches."""
 
 from __future__ import annotations
 

@@ -22,8 +22,8 @@ def preprocess(
     """Preprocess OhioT1DM (2018/2020) into windows under the BGLP challenge rules."""
     from rich.console import Console
 
-    from ..datasets.ohiot1dm import GridConfig, preprocess_ohiot1dm
     from ..errors import ConfigError
+    from .ohiot1dm import GridConfig, preprocess_ohiot1dm
 
     try:
         steps = tuple(int(h) for h in horizons.split(","))
@@ -61,7 +61,7 @@ def simulate(
     """Simulate a type-1 cohort with simglucose (UVA/Padova) and write it as OhioT1DM XML."""
     from rich.console import Console
 
-    from ..datasets.simulate_glucose import simulate_cohort
+    from .simulate import simulate_cohort
 
     report = simulate_cohort(out, patients, days, seed, jobs=jobs)
     reused = sum(bool(p.get("reused")) for p in report["patients"])

@@ -1,0 +1,1 @@
+"""The data core: the spec of an item, the shard store, the reader and its transforms."""

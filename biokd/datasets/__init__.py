@@ -1,1 +1,0 @@
-"""Dataset readers, one module per release, plus the shard store they write through."""

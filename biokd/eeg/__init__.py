@@ -1,0 +1,1 @@
+"""EEG: PhysioNet-MI and FACED readers, the CBraMod teacher, the MiC student, the demo and CLI commands."""
