@@ -5,13 +5,13 @@ Command modules import only typer at the top, so ``biokd --help`` stays fast.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 
 from .commands import demo, export, info, train
-from .eeg import cmd_faced, cmd_physionet_mi
-from .glucose import commands as glucose
+from .registry import MODALITIES
 
 app = typer.Typer(
     help="Distil biomedical foundation models into small models that run on wearables.",
@@ -24,10 +24,8 @@ simulate_app = typer.Typer(help="Generate simulated cohorts in a real release's 
 app.add_typer(preprocess_app, name="preprocess")
 app.add_typer(simulate_app, name="simulate")
 
-preprocess_app.command("physionet-mi")(cmd_physionet_mi.preprocess)
-preprocess_app.command("faced")(cmd_faced.preprocess)
-preprocess_app.command("ohiot1dm")(glucose.preprocess)
-simulate_app.command("glucose")(glucose.simulate)
+for _modality in MODALITIES:  # each modality adds its own preprocess / simulate commands
+    importlib.import_module(f"{_modality}.commands").register(preprocess_app, simulate_app)
 app.command("train-teacher")(train.train_teacher)
 app.command("distill")(train.distill)
 app.command("evaluate")(train.evaluate)

@@ -78,17 +78,41 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML (``1e-3``, ``[1, 2]``)."""
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML (``1e-3``, ``[1, 2]``).
+
+    A part that meets a list picks the item whose ``name`` it is (``distill.terms.kd.temperature=2``) or,
+    if it is a number, the item at that position.
+    """
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
-    node = data
+    node: Any = data
     parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            index = _list_item(node, part, item)
+            if last:
+                node[index] = yaml.safe_load(raw)
+                return
+            node = node[index]
+            continue
         if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+            raise ConfigError(f"override {item!r}: {parts[depth - 1]!r} is not a section")
+        if last:
+            node[part] = yaml.safe_load(raw)
+            return
+        node = node.setdefault(part, {})
+
+
+def _list_item(items: list[Any], part: str, item: str) -> int:
+    names = [x.get("name") for x in items if isinstance(x, dict)]
+    for i, x in enumerate(items):
+        if isinstance(x, dict) and x.get("name") == part:
+            return i
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    raise ConfigError(f"override {item!r}: no list item named {part!r}; names here: {', '.join(map(str, names))}")
 
 
 def dump_yaml(obj: Any) -> str:
@@ -118,6 +142,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}; got {value!r}")
         return value
+    if isinstance(tp, type) and hasattr(tp, "from_config"):  # polymorphic sections, e.g. distill terms by kind
+        return tp.from_config(value, where)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin in (list, tuple):

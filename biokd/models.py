@@ -12,14 +12,7 @@ from typing import Any
 from torch import nn
 
 from .errors import BiokdError, ConfigError, WeightsError
-
-#: Config name → "module:Class". Adding a model is one line here plus its module.
-MODELS: dict[str, str] = {
-    "cbramod": "biokd.eeg.cbramod:CBraModTeacher",
-    "mic": "biokd.eeg.mic:MiC",
-    "glucose_transformer": "biokd.glucose.transformer:GlucoseTransformer",
-    "gluconet": "biokd.glucose.gluconet:GlucoNet",
-}
+from .registry import MODELS
 
 
 def constructor_kwargs(frame_locals: Mapping[str, Any]) -> dict[str, Any]:

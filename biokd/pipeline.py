@@ -1,50 +1,69 @@
-"""Classification runs over a preprocessed window folder: fine-tune a teacher, distil a student, evaluate.
+"""One pipeline for every dataset and task: fine-tune a teacher, distil a student (beside the same student
+trained alone), evaluate a run. The task comes from the data spec; models take their sizes from it.
 
-Each run writes one folder: ``config.yaml`` (resolved), ``model.json``, ``checkpoints/``, ``history.json``,
-``metrics.json`` and ``report.{md,html}``.
+Each run writes one folder: ``config.yaml`` (resolved), ``model.json``, ``data.json`` (the data it was
+trained on: protocol hash, root, subjects of each split), ``checkpoints/``, ``history.json``,
+``metrics.json`` and ``report.{md,html}``. Everything a config can tell is checked before any model is
+loaded and before the run folder is written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import itertools
 import logging
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
-from ._io import write_json, write_text
-from .config import dump_yaml
-from .data.reader import WindowsDataset
-from .distill.distiller import Distiller, TermConfig
-from .errors import BiokdError, ConfigError, DataError
-from .models import build_model, load_run_model, model_spec
-from .trainer import Supervised, TrainConfig, fit, load_best, predict_dataset
+from ._io import sha256_json, write_json, write_text
+from .config import dump_yaml, to_dict
+from .data.reader import ShardDataset, read_protocol
+from .data.spec import DataSpec, spec_of
+from .data.stages import StageConfig
+from .data.transforms import TransformConfig, build_transforms
+from .distill.distiller import Distiller, reads_teacher
+from .distill.terms import TaskLoss, Term
+from .errors import BiokdError, ConfigError, DataError, LeakageError
+from .models import load_run_model, model_spec
+from .registry import MODELS, resolve
+from .tasks import Task, task_for
+from .trainer import Supervised, TrainConfig, fit, load_best, model_device, predict_dataset, seed_everything
 
 log = logging.getLogger("biokd")
 
 
 @dataclass
 class DataConfig:
-    #: A folder written by ``biokd preprocess`` (protocol.json, manifest.csv, shards/).
+    #: A folder written by ``biokd preprocess`` (protocol.json, manifest.csv, shards/). Relative paths in a
+    #: run folder's config are relative to the run folder.
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+    #: Transforms of the training items (augmentations, e.g. ``{kind: noise, params: {std: 0.1}}``).
+    train_transforms: list[TransformConfig] = field(default_factory=list)
+    #: Group-fitted stages (e.g. ``{kind: tangent}``): fitted on the training subjects only, applied to all splits.
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 @dataclass
 class ModelConfig:
-    #: A name of :data:`biokd.models.MODELS`; data-dependent sizes (n_chans, n_times, n_outputs) are filled in.
+    #: A name of :data:`biokd.registry.MODELS`; data-dependent sizes come from the data spec.
     name: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    #: Pretrained weights to start from (a teacher's foundation weights).
+    #: Pretrained weights to start from (a teacher's foundation weights), read by the model's own loader.
     weights: str | None = None
     #: A finished run folder whose model and best checkpoint to use (a fine-tuned teacher).
     run: str | None = None
+    #: Accept a teacher run that saw validation or test subjects of this run (the report says so).
+    allow_overlap: bool = False
 
 
 @dataclass
@@ -57,8 +76,10 @@ class CacheConfig:
 
 @dataclass
 class DistillConfig:
-    terms: list[TermConfig] = field(default_factory=list)
+    terms: list[Term] = field(default_factory=list)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    #: Also train the student alone (task loss only, same initial weights and budget) and report it beside.
+    baseline: bool = True
 
 
 @dataclass
@@ -68,114 +89,289 @@ class RunConfig:
     student: ModelConfig | None = None
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    #: Label smoothing of the task loss when a model trains alone (teacher fine-tuning).
+    #: Label smoothing of the task loss when a model trains alone (teacher fine-tuning, the alone baseline).
     label_smoothing: float = 0.1
     #: Bootstrap resamples of the test report's confidence intervals.
     n_boot: int = 1000
     #: Free-text notes carried into the report (e.g. "data generated").
     notes: list[str] = field(default_factory=list)
 
-
-# -- building blocks ------------------------------------------------------------------------------------
-def load_split(cfg: RunConfig, split: str) -> WindowsDataset:
-    ds = WindowsDataset(cfg.data.root, split)
-    if len(ds) == 0:
-        raise DataError(Path(cfg.data.root) / "manifest.csv", f"no windows in split {split!r}")
-    return ds
+    def __post_init__(self) -> None:
+        if self.n_boot < 1:
+            raise ConfigError(f"n_boot must be at least 1; got {self.n_boot}")
+        if not (0 <= self.label_smoothing < 1) or math.isnan(self.label_smoothing):
+            raise ConfigError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
 
 
-def data_sizes(ds: WindowsDataset) -> dict[str, Any]:
-    n_chans, n_times = ds.input_shape()
-    return {"n_chans": n_chans, "n_times": n_times, "n_outputs": ds.n_classes}
+# -- data ------------------------------------------------------------------------------------------------
+@dataclass
+class RunData:
+    """The splits of a run, its spec and task, checked for leakage."""
+
+    spec: DataSpec
+    task: Task
+    train: ShardDataset
+    val: ShardDataset
+    test: ShardDataset
+
+    def record(self) -> dict[str, Any]:
+        """What ``data.json`` records: the data a run was trained and scored on."""
+        return {
+            "root": str(Path(self.train.root).resolve()),
+            "protocol_hash": self.train.protocol.get("hash"),
+            "dataset": self.spec.dataset,
+            "subjects": {name: ds.subjects for name, ds in self.splits().items()},
+        }
+
+    def splits(self) -> dict[str, ShardDataset]:
+        return {"train": self.train, "val": self.val, "test": self.test}
 
 
-def make_model(mc: ModelConfig, ds: WindowsDataset) -> nn.Module:
-    """Build ``mc`` for the data of ``ds``; explicit kwargs that contradict the data are refused."""
+def load_data(cfg: RunConfig, split_by: str | None = None) -> RunData:
+    """Read the three splits of ``cfg.data``, refusing leaks between any two of them."""
+    root = Path(cfg.data.root)
+    if not cfg.data.root:
+        raise ConfigError("data.root is empty: name a folder written by `biokd preprocess ...`")
+    protocol = read_protocol(root)
+    spec = spec_of(protocol, str(root / "protocol.json"))
+    names = {"train": cfg.data.train_split, "val": cfg.data.val_split, "test": cfg.data.test_split}
+    if len(set(names.values())) != 3:
+        raise LeakageError(f"data splits must be three different splits; got {names}")
+    transforms = build_transforms(cfg.data.train_transforms, spec.input_names)
+    data = {role: ShardDataset(root, name, transforms if role == "train" else None) for role, name in names.items()}
+    for role, ds in data.items():
+        if len(ds) == 0:
+            raise DataError(root / "manifest.csv", f"no items in split {names[role]!r} (data.{role}_split)")
+    run = RunData(spec, task_for(spec), **data)
+    check_splits(run, split_by or cfg.train.split_by, names)
+    return run
+
+
+def check_splits(run: RunData, split_by: str, names: dict[str, str]) -> None:
+    """Subject splits: pairwise disjoint. Time splits: per subject, train before validation before test."""
+    if split_by == "subject":
+        from .splits import check_no_leakage
+
+        check_no_leakage({f"{role} ({names[role]})": ds.subjects for role, ds in run.splits().items()})
+        return
+    order = {}
+    for role, ds in run.splits().items():
+        for subject, rows in ds.manifest.groupby("subject")["index"]:
+            order.setdefault(str(subject), {})[role] = (int(rows.min()), int(rows.max()))
+    for subject, spans in order.items():
+        seq = [spans[r] for r in ("train", "val", "test") if r in spans]
+        if any(a[1] >= b[0] for a, b in itertools.pairwise(seq)):
+            raise LeakageError(
+                f"subject {subject}: time splits overlap or are out of order ({spans}); train must precede "
+                "validation, which must precede test"
+            )
+
+
+# -- models ----------------------------------------------------------------------------------------------
+def build_model(mc: ModelConfig, spec: DataSpec, where: str) -> nn.Module:
+    """Build ``mc`` for ``spec`` (no weights yet); explicit kwargs that contradict the data are refused."""
     if mc.run:
-        model = load_run_model(mc.run)
-    else:
-        sizes = data_sizes(ds)
-        for key, value in sizes.items():
-            if key in mc.kwargs and mc.kwargs[key] != value:
-                raise DataError(
-                    Path(ds.root) / "protocol.json",
-                    f"model {mc.name!r} was configured with {key}={mc.kwargs[key]} but the data has {key}={value}",
-                )
-        model = build_model(mc.name, **{**sizes, **mc.kwargs})
-        if mc.weights:
-            from .eeg.cbramod import load_pretrained
-
-            load_pretrained(model, mc.weights)
-    check_fits(model, ds)
+        return load_run_model(resolve_path(mc.run))
+    if not mc.name:
+        raise ConfigError(f"{where}.name is empty; known models: {', '.join(MODELS)}")
+    cls = resolve(MODELS, mc.name, f"model ({where}.name)")
+    sizes = cls.spec_sizes(spec) if hasattr(cls, "spec_sizes") else {}
+    for key, value in sizes.items():
+        if key in mc.kwargs and mc.kwargs[key] != value:
+            raise ConfigError(f"{where}.kwargs.{key}={mc.kwargs[key]} contradicts the data, which has {key}={value}")
+    try:
+        model = cls(**{**sizes, **mc.kwargs})
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where} ({mc.name}): {err}") from None
+    check_inputs(model, spec, where)
     return model
 
 
-def check_fits(model: nn.Module, ds: WindowsDataset) -> None:
-    """Refuse data whose channels, length or sampling rate differ from what the model was built for."""
+def check_inputs(model: nn.Module, spec: DataSpec, where: str) -> None:
+    keys = getattr(model, "input_keys", ())
+    if missing := [k for k in keys if k not in spec.input_names]:
+        raise ConfigError(
+            f"{where}: {type(model).__name__} reads {missing}, which the data ({spec.dataset}) does not hold; "
+            f"its inputs are {spec.input_names}"
+        )
+
+
+def check_fits(model: nn.Module, spec: DataSpec, where: str = "model") -> None:
+    """Refuse data whose sizes differ from what ``model`` (e.g. from a run folder) was built for."""
+    check_inputs(model, spec, where)
+    expected = type(model).spec_sizes(spec) if hasattr(type(model), "spec_sizes") else {}
     cfg = getattr(model, "config", {})
-    n_chans, n_times = ds.input_shape()
-    expected = {"n_chans": n_chans, "n_times": n_times, "n_outputs": ds.n_classes, "sfreq": ds.sfreq}
-    wrong = {k: (cfg[k], v) for k, v in expected.items() if k in cfg and cfg[k] is not None and cfg[k] != v}
+    wrong = {k: (cfg[k], v) for k, v in expected.items() if cfg.get(k) is not None and cfg[k] != v}
     if wrong:
         detail = "; ".join(f"{k}: model expects {a}, data has {b}" for k, (a, b) in wrong.items())
-        raise DataError(Path(ds.root) / "protocol.json", f"data does not fit {type(model).__name__}: {detail}")
+        raise DataError(None, f"data does not fit {where} ({type(model).__name__}): {detail}")
 
 
-def validation_scores(outputs: np.ndarray, targets: np.ndarray, subjects: list[str]) -> dict[str, float]:
-    """Fast point metrics for epoch selection (the test report adds CIs and per-subject values)."""
-    from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
+def load_weights(model: nn.Module, mc: ModelConfig) -> dict[str, Any]:
+    """Load ``mc.weights`` through the model's own loader; returns the provenance for the report."""
+    if not mc.weights:
+        return {"weights": None, "pretrained": bool(mc.run)}
+    path = resolve_path(mc.weights)
+    if not hasattr(model, "load_pretrained"):
+        raise ConfigError(f"{type(model).__name__} has no pretrained-weights loader; remove `weights`")
+    model.load_pretrained(path)
+    from ._io import sha256_file
 
-    pred = outputs.argmax(1)
-    return {
-        "balanced_accuracy": float(balanced_accuracy_score(targets, pred)),
-        "cohen_kappa": float(cohen_kappa_score(targets, pred)),
-        "f1_weighted": float(f1_score(targets, pred, average="weighted")),
-    }
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return {"weights": str(path), "sha256": sha256_file(path) if path.is_file() else None, "pretrained": True}
 
 
-def evaluate_model(model: nn.Module, ds: WindowsDataset, n_boot: int = 1000, batch_size: int = 64) -> dict[str, Any]:
-    """Clinical classification report of ``model`` on ``ds`` (subject-bootstrap CIs) plus its size and cost."""
-    from .metrics.classification import classification_report
+def resolve_path(path: str | Path) -> Path:
+    return Path(path).expanduser()
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+def example_inputs(model: nn.Module, spec: DataSpec) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros(1, *spec.input(k).shape) for k in model.input_keys)
+
+
+def evaluate_model(model: nn.Module, ds: ShardDataset, task: Task, n_boot: int = 1000) -> dict[str, Any]:
+    """The task's test report of ``model`` on ``ds`` (subject-bootstrap CIs) plus its size and CPU cost."""
     from .profiling import model_summary
 
-    outputs, targets, subjects = predict_dataset(Supervised(model), ds, batch_size, torch.device("cpu"))
-    report = classification_report(targets, softmax(outputs), subjects, class_names=ds.class_names, n_boot=n_boot)
-    example = torch.zeros(1, *ds.input_shape())
-    report["model"] = model_summary(model, (example,))
+    outputs, targets, subjects = predict_dataset(Supervised(model, task), ds, 64, model_device(model), task.key)
+    report = task.report(outputs, targets, subjects, n_boot=n_boot)
+    report["model"] = model_summary(copy.deepcopy(model).cpu().eval(), example_inputs(model, ds.spec))
     return report
 
 
-def _write_run_files(out: Path, cfg: RunConfig, model: nn.Module) -> None:
+# -- runs ------------------------------------------------------------------------------------------------
+def prepare_run_dir(out: Path, cfg: RunConfig, restart: bool = False) -> None:
+    """Refuse a run folder that holds another run (another config) unless ``restart``; never overwrite first."""
+    cfg_path = out / "config.yaml"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: --out is a file, not a folder")
+    if cfg_path.is_file():
+        import yaml
+
+        old = yaml.safe_load(cfg_path.read_text()) or {}
+        new = to_dict(cfg)
+        if old != new and not restart:
+            diff = _diff(old, new)
+            raise ConfigError(
+                f"{out} holds a run of another config ({'; '.join(diff[:4])}); choose a new --out, or pass "
+                "--restart to discard that run's checkpoints"
+            )
+        if old != new and restart:
+            import shutil
+
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+
+
+def _diff(old: Any, new: Any, where: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _diff(old.get(k), new.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    return [] if old == new else [f"{where}: {old!r} → {new!r}"]
+
+
+def _write_run_files(out: Path, cfg: RunConfig, model: nn.Module, data: RunData, extra: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_yaml(cfg))
     write_json(out / "model.json", model_spec(model))
+    write_json(out / "data.json", {**data.record(), **extra})
 
 
-# -- runs -----------------------------------------------------------------------------------------------
-def train_teacher(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
+def _run(out: Path, fn: Any) -> Any:
+    from .data.store import folder_lock
+
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "another run"):
+        return fn()
+
+
+def train_teacher(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str, Any]:
     """Fine-tune ``cfg.teacher`` on the data (task loss only); returns the test report."""
     if cfg.teacher is None:
         raise ConfigError("train-teacher needs a `teacher:` section")
     out = Path(out)
-    train, val, test = (load_split(cfg, s) for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split))
-    teacher = make_model(cfg.teacher, train)
-    _write_run_files(out, cfg, teacher)
-    learner = Supervised(teacher, "classification", cfg.label_smoothing)
-    result = fit(learner, train, val, cfg.train, out, validation_scores, log=log.info)
-    load_best(learner, out)
-    report = {"teacher": evaluate_model(teacher, test, cfg.n_boot), "best_epoch": result.best_epoch}
-    write_json(out / "metrics.json", report)
-    write_run_report(out, "Teacher fine-tuning", {"teacher": report["teacher"]}, test.class_names, cfg.notes)
-    return report
+    data = load_data(cfg)
+    data.task.check_metric(_metric(cfg, data.task))
+    prepare_run_dir(out, cfg, restart)
+    seed_everything(cfg.train.seed)
+    teacher = build_model(cfg.teacher, data.spec, "teacher")
+    provenance = load_weights(teacher, cfg.teacher)
+    if not provenance["pretrained"]:
+        log.warning("teacher: no pretrained weights given (teacher.weights): training from scratch")
+
+    def go() -> dict[str, Any]:
+        _write_run_files(out, cfg, teacher, data, {"teacher_provenance": provenance})
+        learner = Supervised(teacher, data.task, cfg.label_smoothing)
+        result = fit(learner, data.train, data.val, cfg.train, out, data.task, log=log.info)
+        load_best(learner, out)
+        report = {
+            "teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot),
+            "best_epoch": result.best_epoch,
+            "teacher_provenance": provenance,
+        }
+        write_json(out / "metrics.json", report)
+        title = (
+            "Teacher fine-tuning"
+            if provenance["pretrained"]
+            else "Teacher trained from scratch (no pretrained weights)"
+        )
+        notes = [*cfg.notes]
+        if not provenance["pretrained"]:
+            notes.insert(0, "The teacher was trained from scratch: no pretrained weights were given.")
+        write_run_report(out, title, {"teacher": report["teacher"]}, data, notes, history=result.history)
+        return report
+
+    return _run(out, go)
 
 
-def distill(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
-    """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.distill.terms``; returns the test reports of both."""
+def _metric(cfg: RunConfig, task: Task) -> str:
+    return task.default_metric if cfg.train.select_metric == "auto" else cfg.train.select_metric
+
+
+def check_teacher_run(cfg: RunConfig, data: RunData) -> list[str]:
+    """Refuse a teacher run that trained on this run's validation or test subjects, or selected its epoch on
+    test subjects (unless allowed; then the report says so)."""
+    assert cfg.teacher is not None
+    if not cfg.teacher.run:
+        return []
+    record_path = resolve_path(cfg.teacher.run) / "data.json"
+    if not record_path.is_file():
+        if cfg.teacher.allow_overlap:
+            return [f"The teacher run {cfg.teacher.run} records no training data; overlap could not be checked."]
+        raise LeakageError(
+            f"{record_path}: missing, so the teacher's training subjects are unknown; retrain the teacher with "
+            "this version, or set teacher.allow_overlap: true (the report will say so)"
+        )
+    import json
+
+    try:
+        record = json.loads(record_path.read_text())
+        trained = {str(s) for s in record["subjects"].get("train", [])}
+        selected = {str(s) for s in record["subjects"].get("val", [])}
+    except (ValueError, KeyError, AttributeError, TypeError) as err:
+        raise DataError(record_path, f"not a valid data record ({err})") from None
+    if data.task.kind == "forecasting" and cfg.train.split_by == "time":
+        return []  # within-patient protocols share patients by design; time order is checked per patient
+    # trained on: never in this run's validation or test; used to select the teacher's epoch: never in its test
+    leaks = {
+        "val": sorted(trained & set(data.val.subjects)),
+        "test": sorted((trained | selected) & set(data.test.subjects)),
+    }
+    leaks = {k: v for k, v in leaks.items() if v}
+    if not leaks:
+        return []
+    listed = "; ".join(f"{role}: {', '.join(v[:10])}{' …' if len(v) > 10 else ''}" for role, v in leaks.items())
+    if not cfg.teacher.allow_overlap:
+        raise LeakageError(
+            f"the teacher run {cfg.teacher.run} was trained on subjects of this run's evaluation splits ({listed}); "
+            "use a teacher trained on other subjects, or set teacher.allow_overlap: true (the report will say so)"
+        )
+    return [f"WARNING: the teacher saw evaluation subjects of this run ({listed}); teacher.allow_overlap is set."]
+
+
+def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str, Any]:
+    """Distil ``cfg.teacher`` into ``cfg.student`` with ``cfg.distill.terms``, beside the student trained alone."""
     from .distill.cache import build_cache, data_fingerprint, hash_state_dict
 
     if cfg.teacher is None or cfg.student is None:
@@ -183,79 +379,155 @@ def distill(cfg: RunConfig, out: str | Path) -> dict[str, Any]:
     if not cfg.distill.terms:
         raise ConfigError("distill.terms is empty: list the loss terms (at least the task loss)")
     out = Path(out)
-    train, val, test = (load_split(cfg, s) for s in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split))
-    teacher = make_model(cfg.teacher, train)
-    student = make_model(cfg.student, train)
-    _write_run_files(out, cfg, student)
-    distiller = Distiller(student, teacher, cfg.distill.terms, "classification")
-    probe = torch.utils.data.default_collate([train[i] for i in range(min(2, len(train)))])
+    data = load_data(cfg)
+    data.task.check_metric(_metric(cfg, data.task))
+    for term in cfg.distill.terms:
+        term.check(data.spec, data.task)
+    notes = [*cfg.notes, *check_teacher_run(cfg, data)]
+    prepare_run_dir(out, cfg, restart)
+    seed_everything(cfg.train.seed)
+    teacher = build_model(cfg.teacher, data.spec, "teacher")
+    check_fits(teacher, data.spec, "teacher")
+    student_init = build_model(cfg.student, data.spec, "student")
+    student = copy.deepcopy(student_init)
+    distiller = Distiller(student, teacher, cfg.distill.terms, data.task)  # checks tap paths before any weights
+    provenance = load_weights(teacher, cfg.teacher)
+    if not provenance["pretrained"]:
+        notes.insert(0, "WARNING: the teacher is untrained here (no run and no pretrained weights).")
+        log.warning("teacher: neither teacher.run nor teacher.weights is set; the teacher is untrained")
+    probe = torch.utils.data.default_collate([data.train[i] for i in range(min(2, len(data.train)))])
     distiller.setup(probe)
-    cache = None
-    needs_teacher = any(t.kind not in ("cross_entropy", "mse") for t in cfg.distill.terms)
-    if cfg.distill.cache.enabled and needs_teacher and cfg.train.augment_noise_std == 0:
-        key = {
-            "teacher": hash_state_dict(teacher),
-            "data": data_fingerprint(cfg.data.root),
-            "split": cfg.data.train_split,
-            "views": [asdict(t) for t in cfg.distill.terms if t.kind not in ("cross_entropy", "mse")],
+
+    def go() -> dict[str, Any]:
+        _write_run_files(out, cfg, student, data, {"teacher_provenance": provenance})
+        device = _device(cfg)
+        cache = None
+        if cfg.distill.cache.enabled and reads_teacher(cfg.distill.terms) and not data.train.transforms.random:
+            key = {
+                "teacher": hash_state_dict(teacher),
+                "data": data_fingerprint(cfg.data.root),
+                "split": cfg.data.train_split,
+                "views": [to_dict(t) for t in cfg.distill.terms if t.reads_teacher],
+            }
+            cache_dir = Path(cfg.distill.cache.dir) if cfg.distill.cache.dir else out / "teacher_cache"
+            distiller.to(device)
+            cache = build_cache(
+                cache_dir,
+                distiller.teacher_targets,
+                data.train,
+                key,
+                shard_size=cfg.distill.cache.shard_size,
+                device=device,
+                log=log.info,
+            )
+        result = fit(distiller, data.train, data.val, cfg.train, out, data.task, teacher_cache=cache, log=log.info)
+        load_best(distiller, out)
+        reports = {"teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot)}
+        reports["student (distilled)"] = evaluate_model(student, data.test, data.task, cfg.n_boot)
+        histories = {"student (distilled)": result.history}
+        if cfg.distill.baseline:
+            alone = copy.deepcopy(student_init)  # the same initial weights as the distilled student
+            smoothing = next((t.label_smoothing for t in cfg.distill.terms if isinstance(t, TaskLoss)), 0.0)
+            seed_everything(cfg.train.seed)
+            res = fit(Supervised(alone, data.task, smoothing), data.train, data.val, cfg.train, out / "alone",
+                      data.task, log=log.info)  # fmt: skip
+            load_best(Supervised(alone, data.task), out / "alone")
+            write_json(out / "alone" / "model.json", model_spec(alone))
+            reports["student (alone)"] = evaluate_model(alone, data.test, data.task, cfg.n_boot)
+            histories["student (alone)"] = res.history
+        router = router_weights(distiller, data.test) if distiller.routers else None
+        metrics: dict[str, Any] = {
+            **reports,
+            "student": reports["student (distilled)"],
+            "best_epoch": result.best_epoch,
+            "teacher_provenance": provenance,
         }
-        cache_dir = Path(cfg.distill.cache.dir) if cfg.distill.cache.dir else out / "teacher_cache"
-        cache = build_cache(
-            cache_dir, distiller.teacher_targets, train, key, shard_size=cfg.distill.cache.shard_size, log=log.info
-        )
-    result = fit(distiller, train, val, cfg.train, out, validation_scores, teacher_cache=cache, log=log.info)
-    load_best(distiller, out)
-    reports = {
-        "teacher": evaluate_model(teacher, test, cfg.n_boot),
-        "student": evaluate_model(student, test, cfg.n_boot),
-    }
-    router = router_weights(distiller, test) if distiller.routers else None
-    metrics = {**reports, "best_epoch": result.best_epoch}
-    if router is not None:
-        metrics["router_mean_weights"] = {k: w.mean(0).tolist() for k, (w, _) in router.items()}
-    write_json(out / "metrics.json", metrics)
-    write_run_report(
-        out,
-        "Distillation",
-        reports,
-        test.class_names,
-        cfg.notes,
-        router=router,
-        layer_names={t.name: t.teacher for t in cfg.distill.terms},
-    )
-    return metrics
+        if router is not None:
+            metrics["router_mean_weights"] = {k: w.mean(0).tolist() for k, (w, _) in router.items()}
+        write_json(out / "metrics.json", metrics)
+        write_run_report(
+            out, "Distillation", reports, data, notes, router=router, history=histories,
+            layer_names={t.name: t.teacher_layers() for t in cfg.distill.terms},
+        )  # fmt: skip
+        return metrics
+
+    return _run(out, go)
+
+
+def _device(cfg: RunConfig) -> torch.device:
+    from .trainer import pick_device
+
+    return pick_device(cfg.train.device)
 
 
 @torch.no_grad()
-def router_weights(distiller: Distiller, ds: WindowsDataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def router_weights(distiller: Distiller, ds: ShardDataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-input router weights over ``ds``: ``{term: (weights (n, L), labels (n,))}``."""
     from torch.utils.data import DataLoader
 
+    from .batch import to_device
+
     distiller.eval()
+    device = model_device(distiller)
     found: dict[str, list[np.ndarray]] = {name: [] for name in distiller.routers}
     labels = []
     for batch in DataLoader(ds, batch_size=64):
-        views = distiller.teacher_targets(batch)
+        views = distiller.teacher_targets(to_device(batch, device))
         for name, router in distiller.routers.items():
-            found[name].append(router(views[f"view:{name}"])[1].numpy())
-        labels.append(batch["label"].numpy())
+            found[name].append(router(views[f"view:{name}"])[1].cpu().numpy())
+        labels.append(np.asarray(batch[distiller.task.key]))
     y = np.concatenate(labels)
     return {name: (np.concatenate(w), y) for name, w in found.items()}
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", n_boot: int = 1000) -> dict[str, Any]:
-    """Score a run's best model on ``split`` of the run's data; writes ``metrics-<split>.json`` and a report."""
-    run_dir = Path(run_dir)
+def run_data_root(run_dir: Path, data_root: str | Path | None = None) -> Path:
+    """The data folder of a run: ``data_root`` if given, else the run's config (relative to the run folder)."""
+    import yaml
+
+    if data_root is not None:
+        return Path(data_root)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise BiokdError(f"{run_dir}: not a biokd run folder (no config.yaml)")
-    root = (yaml.safe_load(cfg_path.read_text()) or {}).get("data", {}).get("root")
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        root = cfg.get("data", {}).get("root")
+    except (yaml.YAMLError, AttributeError) as err:
+        raise DataError(cfg_path, f"not a valid run config ({err})") from None
+    if not isinstance(root, str) or not root:
+        raise DataError(cfg_path, "names no data.root; pass --data-root")
+    candidates = [Path(root)] if Path(root).is_absolute() else [run_dir / root, Path(root)]
+    record = run_dir / "data.json"
+    if record.is_file():
+        import json
+
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            candidates.append(Path(json.loads(record.read_text())["root"]))
+    for c in candidates:
+        if (c / "protocol.json").is_file():
+            return c
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataError(None, f"the data of run {run_dir} was not found (looked in {looked}); pass --data-root")
+
+
+def evaluate_run(
+    run_dir: str | Path, split: str = "test", n_boot: int = 1000, data_root: str | Path | None = None
+) -> dict[str, Any]:
+    """Score a run's best model on ``split`` of its data; writes ``metrics-<split>.json`` and a report."""
+    if n_boot < 1:
+        raise ConfigError(f"--n-boot must be at least 1; got {n_boot}")
+    run_dir = Path(run_dir)
+    root = run_data_root(run_dir, data_root)
     model = load_run_model(run_dir)
-    ds = WindowsDataset(root, split)
-    check_fits(model, ds)
-    report = evaluate_model(model, ds, n_boot)
+    ds = ShardDataset(root, split)
+    if len(ds) == 0:
+        raise DataError(root / "manifest.csv", f"no items in split {split!r}")
+    check_fits(model, ds.spec, f"the model of {run_dir}")
+    task = task_for(ds.spec)
+    report = evaluate_model(model, ds, task, n_boot)
     write_json(run_dir / f"metrics-{split}.json", report)
-    write_run_report(run_dir, f"Evaluation on {split}", {"model": report}, ds.class_names, [], stem=f"report-{split}")
+    data = RunData(ds.spec, task, ds, ds, ds)
+    write_run_report(run_dir, f"Evaluation on {split}", {"model": report}, data, [], stem=f"report-{split}")
     return report
 
 
@@ -263,36 +535,26 @@ def write_run_report(
     out: Path,
     title: str,
     reports: dict[str, dict[str, Any]],
-    class_names: list[str],
+    data: RunData,
     notes: list[str],
     *,
     router: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     layer_names: dict[str, list[str]] | None = None,
+    history: Any = None,
     stem: str = "report",
-    extra_rows: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Side-by-side table (metrics with subject-bootstrap CIs, size, FLOPs, latency) and confusion matrices."""
-    from .report import Report, comparison_rows, plot_confusion_matrix, plot_layer_weights_per_class
+    """Side-by-side table (metrics with subject-bootstrap CIs and their unit counts, size, FLOPs, latency)."""
+    from .report import write_task_report
 
-    rep = Report(title)
-    for note in notes:
-        rep.add_note(note)
-    extra = {}
-    for name, r in reports.items():
-        m = r.get("model", {})
-        extra[name] = {
-            "parameters": f"{m.get('parameters', 0):,}",
-            "MFLOPs / window": f"{m.get('flops', 0) / 1e6:.1f}",
-            "CPU ms / window (1 thread, p50)": f"{m.get('cpu_latency_ms', {}).get('p50', float('nan')):.2f}",
-            **(extra_rows or {}).get(name, {}),
-        }
-    rep.add_table("Test set (95% CIs: bootstrap over subjects)", comparison_rows(reports, extra))
-    for name, r in reports.items():
-        rep.add_figure(f"Confusion matrix: {name}", plot_confusion_matrix(np.array(r["confusion_matrix"]), class_names))
-    for term, (weights, labels) in (router or {}).items():
-        names = (layer_names or {}).get(term) or [f"layer {i}" for i in range(weights.shape[1])]
-        short = [n.rsplit(".", 1)[-1] if n.rsplit(".", 1)[-1].isdigit() else n for n in names]
-        fig = plot_layer_weights_per_class(weights, labels, class_names, short)
-        rep.add_figure(f"Router weights per class ({term})", fig)
-    rep.add_json("results", reports)
-    rep.write(out, stem=stem, json_name=None)
+    write_task_report(
+        out, title, reports, data.task, notes, split_sizes=_split_sizes(data), router=router,
+        layer_names=layer_names, history=history, stem=stem,
+    )  # fmt: skip
+
+
+def _split_sizes(data: RunData) -> list[dict[str, Any]]:
+    return [{"split": role, "items": len(ds), "subjects": len(ds.subjects)} for role, ds in data.splits().items()]
+
+
+def config_hash(cfg: RunConfig) -> str:
+    return sha256_json(to_dict(cfg))

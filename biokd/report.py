@@ -328,3 +328,116 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def plot_learning_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], metric: str) -> Figure:
+    """Training loss and the validation ``metric`` per epoch, one line per model (from ``history.json``)."""
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_val = fig.subplots(1, 2)
+    for name, history in histories.items():
+        epochs = [h["epoch"] for h in history]
+        ax_loss.plot(epochs, [h.get("train_loss", np.nan) for h in history], marker=".", label=name)
+        ax_val.plot(epochs, [h.get(f"val_{metric}", np.nan) for h in history], marker=".", label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax_val.set(xlabel="epoch", ylabel=metric, title=f"validation {metric}")
+    ax_val.legend(fontsize=7)
+    return fig
+
+
+def plot_roc(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
+    """ROC curves (``{"fpr": [...], "tpr": [...]}`` per model) with the chance diagonal."""
+    fig = Figure(figsize=(4.2, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name, c in curves.items():
+        ax.plot(c["fpr"], c["tpr"], label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8, label="chance")
+    ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC (test set)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def ci_caption(reports: Mapping[str, Mapping[str, Any]]) -> str:
+    """What the intervals rest on, e.g. "95% CIs: bootstrap over 12 subjects" (warns below ten units)."""
+    first = next(iter(reports.values()), {})
+    n, unit = first.get("n_units"), first.get("ci_unit", "subject")
+    if n is None:
+        return "no confidence intervals"
+    level = round(100 * first.get("ci_level", 0.95))
+    method = first.get("ci_method", "percentile bootstrap")
+    text = f"{level}% CIs: {method} over {n} {unit}{'s' if n != 1 else ''}"
+    if n < 10:
+        text += f" (WARNING: only {n} {unit}s; intervals this small are unreliable)"
+    return text
+
+
+def write_task_report(
+    out: Path,
+    title: str,
+    reports: Mapping[str, Mapping[str, Any]],
+    task: Any,
+    notes: Sequence[str],
+    *,
+    split_sizes: Sequence[Mapping[str, Any]] = (),
+    router: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    layer_names: Mapping[str, Sequence[str]] | None = None,
+    history: Any = None,
+    stem: str = "report",
+) -> dict[str, Path]:
+    """A run's report for any task: data sizes, the side-by-side test table, task figures, learning curves."""
+    rep = Report(title)
+    for note in notes:
+        rep.add_note(note)
+    if split_sizes:
+        rep.add_table("Data (items and subjects per split)", split_sizes)
+    extra = {}
+    for name, r in reports.items():
+        m = r.get("model", {})
+        extra[name] = {
+            "parameters": f"{m.get('parameters', 0):,}",
+            "MFLOPs / item": f"{m.get('flops', 0) / 1e6:.1f}",
+            "CPU ms / item (1 thread, p50)": f"{m.get('cpu_latency_ms', {}).get('p50', float('nan')):.2f}",
+        }
+    rep.add_table(f"Test set ({ci_caption(reports)})", comparison_rows(reports, extra, task.table_metrics))
+    chance = next((r.get("chance_balanced_accuracy") for r in reports.values()), None)
+    if chance is not None:
+        rep.add_note(f"Chance level: balanced accuracy {chance:.3f} (1 / number of classes).")
+    if task.kind == "forecasting":
+        horizons = next(iter(reports.values())).get("horizons", [])
+        per_h = {f"rmse_{h}": f"RMSE {h}" for h in horizons} | {f"mae_{h}": f"MAE {h}" for h in horizons}
+        unit = task.target.unit
+        rep.add_table(f"Error per horizon ({unit})", comparison_rows(reports, None, per_h, digits=2))
+        for name, r in reports.items():
+            for table, rows in (r.get("clinical") or {}).get("tables", {}).items():
+                rep.add_table(f"{table}: {name}", rows)
+    if task.kind == "classification":
+        for name, r in reports.items():
+            rep.add_figure(f"Confusion matrix: {name}", plot_confusion_matrix(r["confusion_matrix"], r["class_names"]))
+    if task.kind == "binary":
+        curves = {n: r["roc_curve"] for n, r in reports.items() if r.get("roc_curve")}
+        if curves:
+            rep.add_figure("ROC curves", plot_roc(curves))
+    per_subject = [
+        {"model": name, "subject": s, **{k: _fmt(v) for k, v in vals.items() if isinstance(v, float | int)}}
+        for name, r in reports.items()
+        for s, vals in (r.get("per_subject") or {}).items()
+    ]
+    if per_subject:
+        rep.add_table("Per subject (test set)", per_subject)
+    if history:
+        histories = history if isinstance(history, Mapping) else {"model": history}
+        metric = next((k[4:] for k in histories[next(iter(histories))][0] if k.startswith("val_")), "loss")
+        rep.add_figure("Learning curves", plot_learning_curves(histories, metric))
+    for term, (weights, labels) in (router or {}).items():
+        names = list((layer_names or {}).get(term) or [f"layer {i}" for i in range(weights.shape[1])])
+        short = [n.rsplit(".", 1)[-1] if n.rsplit(".", 1)[-1].isdigit() else n for n in names]
+        class_names = list(getattr(task.target, "classes", [])) or [str(c) for c in sorted(set(labels.tolist()))]
+        if task.kind == "classification":
+            rep.add_figure(
+                f"Router weights per class ({term})",
+                plot_layer_weights_per_class(weights, labels, class_names, short),
+                caption="Softmax weights over teacher layers, each layer normalised before mixing, averaged per class.",
+            )
+    rep.add_json("results", dict(reports))
+    return rep.write(out, stem=stem, json_name=None)

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ._io import load_torch, save_torch, write_json
 from .batch import model_inputs, to_device
 from .errors import WeightsError
 from .splits import check_no_leakage
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 
 @dataclass
@@ -42,15 +45,34 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"
-    select_metric: str = "cohen_kappa"
-    select_mode: Literal["max", "min"] = "max"
-    #: "subject": train and validation subjects must differ (refuses leaks). "time": within-subject
-    #: forecasting protocols (OhioT1DM's challenge) that split each subject's record by time.
+    #: A validation metric of the task (``auto``: the task's default, e.g. κ for classification, RMSE for forecasts).
+    select_metric: str = "auto"
+    #: "subject": train, validation and test subjects must differ (refuses leaks). "time": within-subject
+    #: forecasting protocols (OhioT1DM's challenge) that split each subject's record by time, in order.
     split_by: Literal["subject", "time"] = "subject"
-    #: Gaussian noise (in input units) added to training inputs; makes cached teacher outputs invalid.
-    augment_noise_std: float = 0.0
     max_batches_per_epoch: int | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        from .errors import ConfigError
+
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": math.isfinite(self.lr) and self.lr > 0,
+            "weight_decay": math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            "min_lr": math.isfinite(self.min_lr) and self.min_lr >= 0,
+            "warmup_epochs": 0 <= self.warmup_epochs < max(self.epochs, 1) or self.warmup_epochs == 0,
+            "num_workers": self.num_workers >= 0,
+            "backbone_lr": self.backbone_lr is None or (math.isfinite(self.backbone_lr) and self.backbone_lr > 0),
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "max_batches_per_epoch": self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
+        }
+        if bad := [k for k, ok in checks.items() if not ok]:
+            raise ConfigError(f"train.{bad[0]}: invalid value {getattr(self, bad[0])!r} (see the TrainConfig docs)")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"train.device: {dev!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
 
 
 class Learner(Protocol):
@@ -63,24 +85,17 @@ class Learner(Protocol):
 class Supervised(nn.Module):
     """A model trained on its task loss alone (teacher fine-tuning, or a student without a teacher)."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        task: Literal["classification", "regression"] = "classification",
-        label_smoothing: float = 0.0,
-    ):
+    def __init__(self, model: nn.Module, task: Task, label_smoothing: float = 0.0):
         super().__init__()
         self.model, self.task, self.label_smoothing = model, task, label_smoothing
 
     def predict(self, batch: dict) -> torch.Tensor:
         return self.model(*model_inputs(self.model, batch))
 
+    forward = predict
+
     def training_step(self, batch: dict, teacher_out: dict | None = None) -> tuple[torch.Tensor, dict]:
-        out = self.predict(batch)
-        if self.task == "classification":
-            loss = nn.functional.cross_entropy(out, batch["label"], label_smoothing=self.label_smoothing)
-        else:
-            loss = nn.functional.mse_loss(out, batch["target"].to(out.dtype))
+        loss = self.task.loss(self.predict(batch), batch, self.label_smoothing)
         return loss, {"loss": float(loss.detach())}
 
 
@@ -92,9 +107,6 @@ class FitResult:
     resumed_from: int | None = None
 
 
-Evaluate = Callable[[np.ndarray, np.ndarray, list[str]], dict[str, float]]
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -104,7 +116,17 @@ def seed_everything(seed: int) -> None:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from .errors import ConfigError
+
+        raise ConfigError(f"train.device: {name!r} asked for, but this torch sees no CUDA device")
     return torch.device(name)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def trainable_state(learner: nn.Module) -> dict[str, torch.Tensor]:
@@ -156,8 +178,8 @@ def predict_dataset(
     device: torch.device | None = None,
     target_key: str = "label",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Outputs, targets and subjects of ``learner`` over ``dataset`` in order."""
-    device = device or next(learner.parameters()).device
+    """Outputs, targets and subjects of ``learner`` over ``dataset`` in order, on the learner's device."""
+    device = device or model_device(learner)
     learner.eval()
     outs, targets, subjects = [], [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
@@ -188,24 +210,26 @@ def fit(
     val_ds: Dataset,
     cfg: TrainConfig,
     run_dir: str | Path,
-    evaluate: Evaluate,
+    task: Task,
     *,
     teacher_cache: Any = None,
-    target_key: str = "label",
     resume: bool = True,
     log: Callable[[str], None] = print,
     stop_after_epoch: int | None = None,
 ) -> FitResult:
     """Train ``learner`` for ``cfg.epochs``; checkpoints go to ``run_dir/checkpoints``.
 
-    ``evaluate(outputs, targets, subjects)`` scores the validation set; ``cfg.select_metric`` picks the best
-    epoch. ``teacher_cache`` (see :mod:`biokd.distill.cache`) replaces the live teacher when inputs are not
-    augmented. ``stop_after_epoch`` simulates an interruption (tests).
+    ``task.val_scores`` scores the validation set; ``cfg.select_metric`` (a metric of the task) picks the best
+    epoch. ``teacher_cache`` (see :mod:`biokd.distill.cache`) replaces the live teacher; a training set read
+    through random transforms cannot use one. ``stop_after_epoch`` simulates an interruption (tests).
     """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     if cfg.split_by == "subject" and hasattr(train_ds, "subjects") and hasattr(val_ds, "subjects"):
         check_no_leakage({"train": train_ds.subjects, "val": val_ds.subjects})
+    select_metric = task.default_metric if cfg.select_metric == "auto" else cfg.select_metric
+    select_mode = task.check_metric(select_metric)
+    target_key = task.key
     device = pick_device(cfg.device)
     learner.to(device)
     use_amp = cfg.amp and device.type == "cuda"
@@ -247,7 +271,8 @@ def fit(
         resumed_from = state["epoch"]
         log(f"resumed from {last} after epoch {resumed_from + 1}/{cfg.epochs}")
 
-    use_cache = teacher_cache is not None and cfg.augment_noise_std == 0
+    augmented = bool(getattr(getattr(train_ds, "transforms", None), "random", False))
+    use_cache = teacher_cache is not None and not augmented
     if teacher_cache is not None and not use_cache:
         log("teacher cache not used: training inputs are augmented, so the live teacher sees them instead")
     for epoch in range(start, cfg.epochs):
@@ -260,9 +285,6 @@ def fit(
             if i >= steps:
                 break
             batch = to_device(batch, device)
-            if cfg.augment_noise_std > 0:
-                for key in _signal_keys(learner):
-                    batch[key] = batch[key] + cfg.augment_noise_std * torch.randn_like(batch[key])
             teacher_out = teacher_cache.lookup(batch["index"], device) if use_cache else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 loss, logs = learner.training_step(batch, teacher_out)
@@ -278,7 +300,7 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
         outputs, targets, subjects = predict_dataset(learner, val_ds, cfg.batch_size, device, target_key)
-        metrics = evaluate(outputs, targets, subjects)
+        metrics = task.val_scores(outputs, targets, subjects)
         record = {
             "epoch": epoch + 1,
             **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
@@ -287,8 +309,8 @@ def fit(
         if hasattr(learner, "last_router_weights") and learner.last_router_weights:
             record["router_weights"] = {k: v.mean(0).tolist() for k, v in learner.last_router_weights.items()}
         history.append(record)
-        score = metrics[cfg.select_metric]
-        better = best["score"] is None or (score > best["score"] if cfg.select_mode == "max" else score < best["score"])
+        score = metrics[select_metric]
+        better = best["score"] is None or (score > best["score"] if select_mode == "max" else score < best["score"])
         if better:
             best = {"epoch": epoch + 1, "metrics": metrics, "score": score}
             key = "student" if hasattr(learner, "student") else "model"
@@ -319,7 +341,3 @@ def load_best(learner: nn.Module, run_dir: str | Path) -> nn.Module:
     model = exported_model(learner)
     model.load_state_dict(state["student"] if "student" in state else state["model"])
     return model
-
-
-def _signal_keys(learner: nn.Module) -> tuple[str, ...]:
-    return tuple(getattr(exported_model(learner), "input_keys", ()))

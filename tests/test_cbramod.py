@@ -8,9 +8,9 @@ import struct
 
 import pytest
 import torch
-from biokd.eeg.cbramod import CBraModTeacher, load_pretrained
 from torch import nn
 
+from biokd.eeg.cbramod import CBraModTeacher, load_pretrained
 from biokd.errors import BiokdError, ConfigError, WeightsError
 from biokd.profiling import count_parameters
 

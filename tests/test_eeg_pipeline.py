@@ -13,7 +13,8 @@ from biokd.data.reader import WindowsDataset
 from biokd.eeg.demo import MONTAGE, QUICK, run_eeg_demo
 from biokd.eeg.physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
 from biokd.errors import DataError
-from biokd.pipeline import check_fits, load_run_model
+from biokd.models import load_run_model
+from biokd.pipeline import check_fits
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,8 @@ def test_demo_writes_side_by_side_report_with_honest_notes(demo):
     assert report.is_file()
     text = (report.parent / "report.md").read_text()
     assert "GENERATED" in text and "NOT pretrained" in text
-    assert "| teacher |" in text and "| student |" in text
+    assert "| teacher |" in text and "| student (distilled) |" in text and "| student (alone) |" in text
+    assert "bootstrap over" in text or "jackknife" in text
     metrics = json.loads((report.parent / "metrics.json").read_text())
     teacher, student = metrics["teacher"]["model"], metrics["student"]["model"]
     assert student["model"] == "MiC" and teacher["model"] == "CBraModTeacher"
@@ -74,6 +76,6 @@ def test_data_that_does_not_fit_the_model_is_refused(demo, tmp_path):
     protocol = PhysionetMIProtocol(channels=MONTAGE[:8], train=(1, 3), val=(4, 4), test=(5, 6))
     preprocess_physionet_mi(out / "eegmmidb", other, subjects=[1], protocol=protocol, progress=False)
     with pytest.raises(DataError, match="n_chans: model expects 16, data has 8"):
-        check_fits(model, WindowsDataset(other, "train"))
+        check_fits(model, WindowsDataset(other, "train").spec)
     x = torch.zeros(1, 16, 800)
     assert model(x).shape == (1, 4)

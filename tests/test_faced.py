@@ -137,7 +137,7 @@ def test_the_planted_classes_are_learnable(built):
 def test_both_folder_spellings_and_cli(tmp_path):
     release = write_synthetic_faced(tmp_path / "FACED", [5], folder="Processed_Data")
     app = typer.Typer()
-    from biokd.commands import faced
+    from biokd.eeg import cmd_faced as faced
 
     app.command()(faced.preprocess)
     out = tmp_path / "out"

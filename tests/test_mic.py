@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from biokd.eeg.mic import MiC
-from biokd.eeg.cbramod import CBraModTeacher
 from torch import nn
 
+from biokd.eeg.cbramod import CBraModTeacher
+from biokd.eeg.mic import MiC
 from biokd.errors import BiokdError, ConfigError
 from biokd.profiling import count_flops, count_parameters, cpu_latency_ms, model_summary
 

@@ -8,7 +8,7 @@ import typer
 
 
 def demo(
-    kind: str = typer.Argument("eeg", help="eeg (CBraMod → MiC on generated EEGMMIDB data) or glucose."),
+    kind: str = typer.Argument("eeg", help="eeg (CBraMod → MiC on generated EEGMMIDB data), glucose, ..."),
     out: Path = typer.Option(Path("biokd-demo"), "--out", "-o", help="Folder for data, runs and reports."),
     quick: bool = typer.Option(False, help="A much smaller run (seconds), for smoke tests."),
     seed: int = typer.Option(0, help="Seed of the data generation and training."),
@@ -20,18 +20,9 @@ def demo(
 
     setup_logging()
     console = Console()
-    if kind == "eeg":
-        from ..eeg.demo import QUICK, run_eeg_demo
+    from ..registry import DEMOS, resolve
 
-        report = run_eeg_demo(out / "eeg", QUICK if quick else None, seed=seed)
-    elif kind == "glucose":
-        from ..glucose.demo import run_glucose_demo
-
-        report = run_glucose_demo(out / "glucose", quick=quick, seed=seed)
-    else:
-        from ..errors import BiokdError
-
-        raise BiokdError(f"unknown demo {kind!r}: choose 'eeg' or 'glucose'")
+    report = resolve(DEMOS, kind, "demo")(out / kind, quick, seed)
     console.print(
         "[bold]Note:[/] the data were generated and the teacher was not pretrained; the numbers show that the "
         "pipeline works, not clinical performance."

@@ -30,34 +30,38 @@ def _load(config: Path, set_: list[str] | None):
     return load_config(RunConfig, config, set_ or [])
 
 
-def train_teacher(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET) -> None:
+RESTART = typer.Option(False, "--restart", help="Discard the checkpoints of a different run in --out and start anew.")
+
+
+def train_teacher(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET, restart: bool = RESTART) -> None:
     """Fine-tune a teacher (e.g. CBraMod from its pretrained weights) on a preprocessed dataset."""
     from ..pipeline import train_teacher as run
 
     setup_logging()
-    report = run(_load(config, set_), out)
+    report = run(_load(config, set_), out, restart)
     _summary(out, {"teacher": report["teacher"]})
 
 
-def distill(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET) -> None:
-    """Distil a teacher into a student with the loss terms of the config."""
+def distill(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET, restart: bool = RESTART) -> None:
+    """Distil a teacher into a student with the loss terms of the config (beside the student trained alone)."""
     from ..pipeline import distill as run
 
     setup_logging()
-    metrics = run(_load(config, set_), out)
-    _summary(out, {k: metrics[k] for k in ("teacher", "student")})
+    metrics = run(_load(config, set_), out, restart)
+    _summary(out, {k: v for k, v in metrics.items() if k.startswith(("teacher", "student ("))})
 
 
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run folder written by train-teacher or distill.", file_okay=False),
     split: str = typer.Option("test", help="Split of the run's data to score."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples (over subjects) for the CIs."),
+    data_root: Path | None = typer.Option(None, help="The preprocessed data folder, if it moved since the run."),
 ) -> None:
-    """Score a run's best model with the clinical metrics and write a report."""
+    """Score a run's best model with the task's clinical metrics and write a report."""
     from ..pipeline import evaluate_run
 
     setup_logging()
-    report = evaluate_run(run_dir, split, n_boot)
+    report = evaluate_run(run_dir, split, n_boot, data_root)
     _summary(run_dir, {"model": report}, stem=f"report-{split}")
 
 
@@ -65,13 +69,19 @@ def _summary(out: Path, reports: dict, stem: str = "report") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("model", "balanced acc.", "kappa", "weighted F1", "params", title="test set (95% CI over subjects)")
+    from ..report import ci_caption
+
+    first = next(iter(reports.values()))
+    metrics = [m for m in ("balanced_accuracy", "cohen_kappa", "auroc", "rmse", "mae") if m in first]
+    table = Table("model", *metrics, "params", title=f"test set ({ci_caption(reports)})")
     for name, r in reports.items():
         cells = []
-        for m in ("balanced_accuracy", "cohen_kappa", "f1_weighted"):
-            low, high = r["ci"][m]
-            cells.append(f"{r[m]:.3f} [{low:.3f}, {high:.3f}]" if low is not None else f"{r[m]:.3f}")
+        for m in metrics:
+            low, high = (r.get("ci") or {}).get(m, (None, None))
+            value = r.get(m)
+            text = "n/a" if value is None else f"{value:.3f}"
+            cells.append(f"{text} [{low:.3f}, {high:.3f}]" if low is not None and value is not None else text)
         table.add_row(name, *cells, f"{r.get('model', {}).get('parameters', 0):,}")
     console = Console()
     console.print(table)
-    console.print(f"report: {Path(out) / (stem + '.html')}")
+    console.print(f"report: {Path(out) / (stem + '.html')}", markup=False, highlight=False)

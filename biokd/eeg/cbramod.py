@@ -14,11 +14,13 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._io import load_torch
+from ..data.spec import DataSpec
 from ..errors import BiokdError, ConfigError, WeightsError
 from ..models import constructor_kwargs
 
@@ -86,6 +88,21 @@ class CBraModTeacher(nn.Module):
     """
 
     input_keys = ("eeg",)
+
+    def load_pretrained(self, path: str | Path, strict: bool = True) -> dict[str, object]:
+        """Load CBraMod's released encoder weights (any of the formats :func:`load_pretrained` reads)."""
+        return load_pretrained(self, path, strict)
+
+    @classmethod
+    def spec_sizes(cls, spec: DataSpec) -> dict[str, Any]:
+        """Sizes taken from the data spec: channels, samples and rate of ``eeg``, and the output count."""
+        eeg = spec.input("eeg")
+        return {
+            "n_chans": eeg.size("channel"),
+            "n_times": eeg.size("time"),
+            "sfreq": eeg.sfreq,
+            "n_outputs": spec.target.n_outputs,
+        }
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..distill.distiller import TermConfig
+from ..distill.terms import KD, Connectivity, Feature, Spectral, TaskLoss
 from ..pipeline import CacheConfig, DataConfig, DistillConfig, ModelConfig, RunConfig, distill, train_teacher
 from ..trainer import TrainConfig
 
@@ -89,13 +89,11 @@ def run_eeg_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0, j
     log.info(f"teacher fine-tuned ({time.perf_counter() - start:.0f} s so far)")
 
     terms = [
-        TermConfig(name="task", kind="cross_entropy", label_smoothing=0.1),
-        TermConfig(name="kd", kind="kd", temperature=4.0, weight=1.0),
-        TermConfig(name="layers", kind="feature", teacher=layers, student="mimic", metric="cosine", weight=0.5),
-        TermConfig(
-            name="spectral", kind="spectral", teacher=layers[-1:], student="mimic", pool=[1], time_dim=-2, weight=0.1
-        ),
-        TermConfig(name="connectivity", kind="connectivity", teacher=layers[-1:], student="mimic", weight=0.5),
+        TaskLoss("task", label_smoothing=0.1),
+        KD("kd", temperature=4.0),
+        Feature("layers", weight=0.5, teacher=layers, student="mimic", metric="cosine"),
+        Spectral("spectral", weight=0.1, teacher=layers[-1:], student="mimic", pool=[1], time_dim=-2),
+        Connectivity("connectivity", weight=0.5, teacher=layers[-1:], student="mimic"),
     ]
     student_cfg = RunConfig(
         data=data,
@@ -111,3 +109,8 @@ def run_eeg_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0, j
     distill(student_cfg, out / "runs" / "student")
     log.info(f"demo finished in {time.perf_counter() - start:.0f} s")
     return out / "runs" / "student" / "report.html"
+
+
+def cli_demo(out: Path, quick: bool, seed: int) -> Path:
+    """``biokd demo eeg``."""
+    return run_eeg_demo(out, QUICK if quick else None, seed=seed)

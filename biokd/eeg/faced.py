@@ -30,7 +30,8 @@ import numpy as np
 from .._io import atomic_path, write_json, write_text
 from ..config import from_known_keys
 from ..data.safe_pickle import load_numpy_pickle
-from ..data.store import BuildReport, SubjectWindows, build_shards
+from ..data.spec import DataSpec, InputSpec, TargetSpec
+from ..data.store import BuildReport, SubjectItems, build_store
 from ..errors import ConfigError, DataError
 from ..splits import check_split_ranges
 
@@ -173,6 +174,15 @@ class FacedProtocol:
             "processing_version": PROCESSING_VERSION,
             **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
         }
+
+    def spec(self) -> DataSpec:
+        """The item contract: ``eeg`` ``(channel, time)`` as the reader delivers it (scaled) and the classes."""
+        ch = self.ch_names
+        unit = "uV" if self.scale == 1 else f"{1 / self.scale:g} uV"
+        eeg = InputSpec(
+            "eeg", [len(ch), self.n_times], ["channel", "time"], unit=unit, sfreq=self.sfreq, labels={"channel": ch}
+        )
+        return DataSpec(DATASET, [eeg], TargetSpec("classification", classes=list(CLASS_NAMES)), ["subject", "session"])
 
     @classmethod
     def from_protocol(cls, protocol: Mapping[str, Any]) -> FacedProtocol:
@@ -340,8 +350,15 @@ def preprocess_faced(
         for i in wanted
         if i not in problems
     }
-    report = build_shards(
-        out, sources, process_subject, protocol.to_protocol(), jobs=jobs, skip_bad=skip_bad, progress=progress
+    report = build_store(
+        out,
+        sources,
+        process_subject,
+        protocol.to_protocol(),
+        protocol.spec(),
+        jobs=jobs,
+        skip_bad=skip_bad,
+        progress=progress,
     )
     report.skipped.update({subject_id(i): str(err) for i, err in problems.items()})
     report.skipped = dict(sorted(report.skipped.items()))
@@ -375,7 +392,7 @@ def _subject_index(subject: int | str) -> int:
     return index
 
 
-def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, Any]) -> SubjectWindows:
+def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, Any]) -> SubjectItems:
     """All windows of one subject (module level: it runs in spawn worker processes)."""
     from scipy.signal import resample
 
@@ -425,7 +442,7 @@ def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, 
     spread = float(np.median(np.std(data, axis=-1)))
     if spread < 1e-2:  # EEG in µV varies by several units; in volts by ~1e-5
         notes["suspect_units"] = f"median channel std {spread:.3g}: these values look like volts, not µV"
-    return SubjectWindows(windows=windows.astype(np.float32), rows=rows, notes=notes)
+    return SubjectItems(arrays={"eeg": windows.astype(np.float32)}, rows=rows, notes=notes)
 
 
 def read_raw_clips(paths: Sequence[Path], protocol: FacedProtocol) -> np.ndarray:

@@ -19,7 +19,8 @@ import numpy as np
 
 from .._io import write_json
 from ..config import from_known_keys
-from ..data.store import BuildReport, SubjectWindows, build_shards
+from ..data.spec import DataSpec, InputSpec, TargetSpec
+from ..data.store import BuildReport, SubjectItems, build_store
 from ..errors import ConfigError, DataError
 from ..splits import check_split_ranges
 
@@ -133,6 +134,15 @@ class PhysionetMIProtocol:
             **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
         }
 
+    def spec(self) -> DataSpec:
+        """The item contract: ``eeg`` ``(channel, time)`` as the reader delivers it (scaled) and the classes."""
+        ch = list(self.channels) if self.channels is not None else standard_channel_names()
+        unit = "uV" if self.scale == 1 else f"{1 / self.scale:g} uV"
+        eeg = InputSpec(
+            "eeg", [len(ch), self.n_times], ["channel", "time"], unit=unit, sfreq=self.sfreq, labels={"channel": ch}
+        )
+        return DataSpec(DATASET, [eeg], TargetSpec("classification", classes=self.class_names), ["subject", "session"])
+
     @classmethod
     def from_protocol(cls, protocol: Mapping[str, Any]) -> PhysionetMIProtocol:
         return from_known_keys(cls, dict(protocol))
@@ -220,8 +230,15 @@ def preprocess_physionet_mi(
             continue
         sources[subject_id(n)] = paths
 
-    report = build_shards(
-        out, sources, process_subject, protocol.to_protocol(), jobs=jobs, skip_bad=skip_bad, progress=progress
+    report = build_store(
+        out,
+        sources,
+        process_subject,
+        protocol.to_protocol(),
+        protocol.spec(),
+        jobs=jobs,
+        skip_bad=skip_bad,
+        progress=progress,
     )
     report.skipped.update(missing)
     report.skipped = dict(sorted(report.skipped.items()))
@@ -239,7 +256,7 @@ def preprocess_physionet_mi(
     return report
 
 
-def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, Any]) -> SubjectWindows:
+def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, Any]) -> SubjectItems:
     """All windows of one subject (module level: it runs in spawn worker processes)."""
     proto = PhysionetMIProtocol.from_protocol(protocol)
     number = int(subject[1:])
@@ -284,7 +301,7 @@ def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, 
         notes["windows_past_end"] = past_end
     n_ch = len(proto.channels) if proto.channels is not None else len(RELEASE_CHANNELS)
     data = np.concatenate(windows) if windows else np.zeros((0, n_ch, proto.n_times), np.float32)
-    return SubjectWindows(windows=data, rows=rows, notes=notes)
+    return SubjectItems(arrays={"eeg": data}, rows=rows, notes=notes)
 
 
 def _read_run(path: Path) -> Any:

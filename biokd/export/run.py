@@ -13,9 +13,8 @@ A run folder, as the trainer writes it, must hold (paths relative to the run fol
 * ``metrics.json`` (optional): its ``"student"`` entry (or the whole file) is quoted in the card.
 
 Windows for calibration (training split) and for the parity check (validation split, else test) come from
-``data.root`` through a *sample provider* chosen from ``protocol.json``: a folder with ``horizons`` in its
-protocol is read with :class:`biokd.glucose.ohiot1dm.GlucoseWindows`, any other with
-:class:`biokd.data.reader.WindowsDataset`; :func:`register_sample_provider` adds others, keyed by the
+``data.root`` (relative paths: to the run folder first) through a *sample provider*: the shared store's
+:class:`biokd.data.reader.ShardDataset` unless :func:`register_sample_provider` names another for the
 protocol's ``dataset``. The card's input contract (channels in order, sampling rate, window, units, scaling,
 glucose step and horizons) is read from the same ``protocol.json``.
 """
@@ -323,22 +322,14 @@ def register_sample_provider(dataset: str, provider: Provider) -> None:
     _PROVIDERS[dataset] = provider
 
 
-def _windows(root: Path, split: str, protocol: Mapping[str, Any]) -> Any:
-    from ..data.reader import WindowsDataset
+def _store(root: Path, split: str, protocol: Mapping[str, Any]) -> Any:
+    from ..data.reader import ShardDataset
 
-    return WindowsDataset(root, split)
-
-
-def _glucose(root: Path, split: str, protocol: Mapping[str, Any]) -> Any:
-    from ..glucose.ohiot1dm import GlucoseWindows
-
-    return GlucoseWindows(root, split)
+    return ShardDataset(root, split)
 
 
 def _provider(protocol: Mapping[str, Any]) -> Provider:
-    if protocol.get("dataset") in _PROVIDERS:
-        return _PROVIDERS[protocol["dataset"]]
-    return _glucose if "horizons" in protocol else _windows
+    return _PROVIDERS.get(protocol.get("dataset", ""), _store)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -374,10 +365,15 @@ def run_meta(run_dir: str | Path, data_root: str | Path | None = None) -> dict[s
     config = _read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
     data_cfg = config.get("data") or {}
     root = Path(data_root) if data_root is not None else (Path(data_cfg["root"]) if data_cfg.get("root") else None)
+    if root is not None and not root.is_absolute() and (run_dir / root / "protocol.json").is_file():
+        root = run_dir / root  # run folders may name their data relative to themselves
     protocol: dict[str, Any] = {}
     if root is not None and (root / "protocol.json").is_file():
         protocol = _read_json(root / "protocol.json")
     task = config.get("task") or data_cfg.get("task")
+    if task is None and isinstance(protocol.get("spec"), dict):
+        kind = protocol["spec"].get("target", {}).get("kind")
+        task = "forecasting" if kind == "forecasting" else "classification" if kind else None
     if task is None:
         task = "forecasting" if "horizons" in protocol else "classification" if "class_names" in protocol else None
     metrics_path = run_dir / "metrics.json"

@@ -18,12 +18,13 @@ def preprocess(
     ),
     max_fill_min: int = typer.Option(30, min=0, help="Forward-fill CGM gaps in the input for at most this long."),
     skip_bad: bool = typer.Option(False, help="Skip patients with damaged files and list them in the report."),
+    jobs: int = typer.Option(1, min=1, help="Worker processes, one patient each."),
 ) -> None:
     """Preprocess OhioT1DM (2018/2020) into windows under the BGLP challenge rules."""
     from rich.console import Console
 
     from ..errors import ConfigError
-    from .ohiot1dm import GridConfig, preprocess_ohiot1dm
+    from .ohiot1dm import GridConfig, OhioProtocol, preprocess_ohiot1dm
 
     try:
         steps = tuple(int(h) for h in horizons.split(","))
@@ -32,10 +33,8 @@ def preprocess(
     report = preprocess_ohiot1dm(
         root,
         out,
-        history=history,
-        horizons=steps,
-        val_fraction=val_fraction,
-        grid=GridConfig(max_fill_min=max_fill_min),
+        OhioProtocol(history, steps, val_fraction=val_fraction, grid=GridConfig(max_fill_min=max_fill_min)),
+        jobs=jobs,
         patients=[p.strip() for p in patients.split(",")] if patients else None,
         skip_bad=skip_bad,
     )
@@ -69,3 +68,9 @@ def simulate(
         f"{len(report['patients'])} patients x {days} days in {out} ({reused} reused); "
         f"{report['seconds_per_day']:.2f} s per simulated day and patient"
     )
+
+
+def register(preprocess_app: typer.Typer, simulate_app: typer.Typer) -> None:
+    """Add the glucose commands to ``biokd preprocess`` and ``biokd simulate``."""
+    preprocess_app.command("ohiot1dm")(preprocess)
+    simulate_app.command("glucose")(simulate)

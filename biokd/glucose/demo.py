@@ -1,26 +1,23 @@
-"""Glucose forecasting end to end: simulate a cohort, preprocess it with the OhioT1DM loader, train the
-teacher, distil GlucoNet, train GlucoNet alone, and score everything against persistence and linear
-extrapolation at 30 and 60 minutes.
+"""The glucose demo over the same verbs as every dataset: simulate a cohort, preprocess it with the OhioT1DM
+loader, ``train-teacher`` (GlucoseTransformer), ``distill`` (GlucoNet, beside GlucoNet trained alone), then
+score everything against persistence and linear extrapolation at 30 and 60 minutes, per patient.
 
-Splits follow the OhioT1DM challenge per patient: the training file trains (its last ``val_fraction``
-by time validates and picks the best epoch), the testing file (the last ~20% of days) tests, scored from
-60 minutes in; the same protocol applies to the simulated cohort. One model is trained for all patients
-(the challenge asks for one per patient; a pooled model is what a wearable ships first). Metrics are
-computed per patient and averaged over patients, as the challenge does.
+Splits follow the OhioT1DM challenge per patient: the training file trains (its last ``val_fraction`` by time
+validates and picks the best epoch), the testing file tests, scored from 60 minutes in. One model is trained
+for all patients. Metrics are computed per patient and averaged over patients, as the challenge does.
 
 Layout of ``out``::
 
     cohort/           simulated OhioT1DM XML (reused when the settings match)
-    windows/          preprocessed windows (reused per patient when protocol and files match)
-    runs/<model>/     checkpoints/, history.json, model.json
+    windows/          the preprocessed store (reused per patient when protocol and files match)
+    runs/teacher/     a ``biokd train-teacher`` run folder
+    runs/student/     a ``biokd distill`` run folder (``alone/`` inside: GlucoNet trained alone)
     report.md, report.html, metrics.json, figures/
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -30,18 +27,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 
-from .._io import sha256_json, write_json, write_text
-from ..distill.distiller import Distiller, TermConfig
-from ..models import model_spec
-from ..trainer import Supervised, TrainConfig, exported_model, fit, load_best
-from .gluconet import GlucoNet, LinearExtrapolation, Persistence
-from .metrics import forecast_metrics, rmse, time_lag
-from .ohiot1dm import STEP_MIN, GlucoseWindows, preprocess_ohiot1dm
+from ..data.reader import ShardDataset
+from ..distill.terms import Feature, OutputMatch, TaskLoss, Term
+from ..models import load_run_model
+from ..pipeline import DataConfig, DistillConfig, ModelConfig, RunConfig, distill, train_teacher
+from ..trainer import TrainConfig
+from .gluconet import LinearExtrapolation, Persistence
+from .metrics import forecast_metrics, time_lag
+from .ohiot1dm import SIGNAL_KEY, STEP_MIN, OhioProtocol, grid_of, preprocess_ohiot1dm
 from .simulate import simulate_cohort
-from .transformer import GlucoseTransformer
 
 log = logging.getLogger("biokd")
 
@@ -75,84 +71,52 @@ class GlucoseRunConfig:
 QUICK = GlucoseRunConfig(patients=2, days=3, teacher_epochs=2, student_epochs=2)
 
 
-def _terms(cfg: GlucoseRunConfig) -> list[TermConfig]:
-    terms = [TermConfig(name="task", kind="mse", weight=1.0)]
+def _terms(cfg: GlucoseRunConfig) -> list[Term]:
+    terms: list[Term] = [TaskLoss("task")]
     if cfg.kd_output_weight:
-        terms.append(
-            TermConfig(name="output", kind="output_match", weight=cfg.kd_output_weight, temperature=cfg.kd_temperature)
-        )
+        terms.append(OutputMatch("output", weight=cfg.kd_output_weight, temperature=cfg.kd_temperature))
     if cfg.kd_feature_weight:
-        terms.append(
-            TermConfig(
-                name="feature",
-                kind="feature",
-                weight=cfg.kd_feature_weight,
-                teacher=["feature"],
-                student="high_feature",
-            )
-        )
+        terms.append(Feature("feature", weight=cfg.kd_feature_weight, teacher=["feature"], student="high_feature"))
     return terms
 
 
-def _val_rmse(outputs: np.ndarray, targets: np.ndarray, _subjects: list[str]) -> dict[str, float]:
-    per_h = [rmse(targets[:, k], outputs[:, k]) for k in range(targets.shape[1])]
-    return {"rmse": float(np.mean(per_h)), **{f"rmse_h{k}": v for k, v in enumerate(per_h)}}
+def run_configs(cfg: GlucoseRunConfig, root: Path, teacher_run: Path) -> tuple[RunConfig, RunConfig]:
+    """The ``train-teacher`` and ``distill`` configs of the demo (as in configs/glucose-*.yaml)."""
 
+    def train(epochs: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+            amp=False, select_metric="rmse", split_by="time", progress=False,
+        )  # fmt: skip
 
-def _train(
-    name: str, learner: nn.Module, data: Mapping[str, GlucoseWindows], epochs: int, cfg: GlucoseRunConfig, runs: Path
-) -> nn.Module:
-    run_dir = runs / name
-    train_cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        amp=False,
-        select_metric="rmse",
-        select_mode="min",
-        split_by="time",
-        progress=False,
+    data = DataConfig(root=str(root))
+    notes = [NOTE_GENERATED]
+    teacher = RunConfig(
+        data=data,
+        teacher=ModelConfig(name="glucose_transformer", kwargs=dict(cfg.teacher)),
+        train=train(cfg.teacher_epochs),
+        label_smoothing=0.0,
+        notes=notes,
     )
-    key = _run_key(name, learner, data, train_cfg)
-    stamp = run_dir / "run_key.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("key") != key:
-        log.info(f"{name}: settings, data or teacher changed since the last run in {run_dir}; starting afresh")
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    write_json(stamp, {"key": key})
-    tic = time.perf_counter()
-    result = fit(learner, data["train"], data["val"], train_cfg, run_dir, _val_rmse, target_key="target", log=log.info)
-    model = load_best(learner, run_dir).eval()
-    write_json(run_dir / "model.json", model_spec(model))
-    run_config = {
-        "task": "forecasting",
-        "data": {"root": str(Path(data["train"].root).resolve())},
-        "train": asdict(train_cfg),
-    }
-    write_text(run_dir / "config.yaml", yaml.safe_dump(run_config, sort_keys=False))
-    log.info(
-        f"{name}: best epoch {result.best_epoch}, val RMSE {result.best_metrics['rmse']:.2f} mg/dL "
-        f"({time.perf_counter() - tic:.0f} s)"
+    student = RunConfig(
+        data=data,
+        teacher=ModelConfig(run=str(teacher_run)),
+        student=ModelConfig(name="gluconet", kwargs=dict(cfg.student)),
+        distill=DistillConfig(terms=_terms(cfg)),
+        train=train(cfg.student_epochs),
+        label_smoothing=0.0,
+        notes=notes,
     )
-    return model
+    return teacher, student
 
 
-def _run_key(name: str, learner: nn.Module, data: Mapping[str, GlucoseWindows], train_cfg: TrainConfig) -> str:
-    """What a run's checkpoints depend on: a resumed run must match it, or it starts afresh."""
-    from ..distill.cache import hash_state_dict
+NOTE_GENERATED = "The cohort was SIMULATED (simglucose UVA/Padova); the numbers show that the pipeline works."
 
-    parts: dict[str, Any] = {
-        "name": name,
-        "train": asdict(train_cfg),
-        "model": exported_model(learner).config,
-        "data": data["train"].protocol.get("hash"),
-        "windows": {s: len(d) for s, d in data.items()},
-    }
-    if isinstance(learner, Distiller):
-        parts["terms"] = [asdict(t) for t in learner.terms]
-        parts["teacher"] = hash_state_dict(learner.teacher)
-    return sha256_json(parts)
+
+def test_arrays(test: ShardDataset) -> tuple[torch.Tensor, np.ndarray]:
+    """Inputs ``(n, 6, T)`` and targets ``(n, H)`` of a split, in manifest order."""
+    inputs = torch.stack([test[i][SIGNAL_KEY] for i in range(len(test))]) if len(test) else torch.zeros(0)
+    return inputs, test.targets()
 
 
 @torch.no_grad()
@@ -162,16 +126,16 @@ def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> n
     return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]).numpy()
 
 
-def evaluate(models: Mapping[str, nn.Module], test: GlucoseWindows) -> dict[str, Any]:
+def evaluate(models: Mapping[str, nn.Module], test: ShardDataset) -> dict[str, Any]:
     """Per-patient metrics at each horizon (RMSE, MAE, MARD, Clarke/Parkes A, time lag) and their means."""
-    horizons = [h * STEP_MIN for h in test.horizons]
-    target = test.target.numpy()
-    subjects = np.array(test.subject_per_window)
+    horizons = [int(h) for h in test.spec.target.horizons]
+    inputs, target = test_arrays(test)
+    subjects = np.array(test.subject_per_item)
     origin = pd.to_datetime(test.manifest["origin"]).to_numpy()
     release = dict(zip(test.manifest["subject"].astype(str), test.manifest["release"].astype(str), strict=True))
     out: dict[str, Any] = {}
     for name, model in models.items():
-        pred = predict(model, test.inputs)
+        pred = predict(model, inputs)
         per_patient: dict[str, dict[str, dict[str, float]]] = {}
         for subject in sorted(set(subjects)):
             rows = subjects == subject
@@ -232,66 +196,53 @@ def _run_glucose(out: Path, cfg: GlucoseRunConfig, cohort: str | Path | None) ->
     timings: dict[str, float] = {}
     tic = time.perf_counter()
     cohort_dir = Path(cohort) if cohort is not None else out / "cohort"
+    sim = None
     if cohort is None:
         sim = simulate_cohort(
             cohort_dir, cfg.patients, cfg.days, cfg.seed, jobs=cfg.jobs, gaps_per_day=cfg.gaps_per_day
         )
         log.info(f"cohort: {len(sim['patients'])} patients x {cfg.days} days in {cohort_dir}")
-    else:
-        sim = None
     timings["simulate_s"] = time.perf_counter() - tic
-    prep = preprocess_ohiot1dm(cohort_dir, out / "windows", val_fraction=cfg.val_fraction)
-    data = {s: GlucoseWindows(out / "windows", s) for s in ("train", "val", "test")}
-    log.info(", ".join(f"{s}: {len(d)} windows" for s, d in data.items()))
+    prep = preprocess_ohiot1dm(cohort_dir, out / "windows", OhioProtocol(val_fraction=cfg.val_fraction))
     timings["preprocess_s"] = time.perf_counter() - tic - timings["simulate_s"]
-    n_out = len(data["train"].horizons)
-    torch.manual_seed(cfg.seed)
     runs = out / "runs"
+    teacher_cfg, student_cfg = run_configs(cfg, out / "windows", runs / "teacher")
 
     t0 = time.perf_counter()
-    teacher = GlucoseTransformer(n_outputs=n_out, **cfg.teacher)
-    teacher = _train("teacher", Supervised(teacher, "regression"), data, cfg.teacher_epochs, cfg, runs)
+    train_teacher(teacher_cfg, runs / "teacher", restart=True)
     timings["teacher_s"] = time.perf_counter() - t0
-
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed + 1)
-    distiller = Distiller(GlucoNet(n_outputs=n_out, **cfg.student), teacher, _terms(cfg), task="regression")
-    kd = _train("gluconet_kd", distiller, data, cfg.student_epochs, cfg, runs)
-    timings["gluconet_kd_s"] = time.perf_counter() - t0
+    distill(student_cfg, runs / "student", restart=True)
+    timings["students_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed + 1)  # the same initial weights as the distilled student
-    alone = _train(
-        "gluconet", Supervised(GlucoNet(n_outputs=n_out, **cfg.student), "regression"), data, cfg.student_epochs,
-        cfg, runs,
-    )  # fmt: skip
-    timings["gluconet_s"] = time.perf_counter() - t0
-
-    horizons = data["train"].horizons
+    test = ShardDataset(out / "windows", "test")
+    horizons = list(OhioProtocol(val_fraction=cfg.val_fraction).horizons)
     models: dict[str, nn.Module] = {
-        "persistence": Persistence(n_out),
+        "persistence": Persistence(len(horizons)),
         "linear extrapolation": LinearExtrapolation(horizons),
-        "teacher (GlucoseTransformer)": teacher,
-        "GlucoNet distilled": kd,
-        "GlucoNet alone": alone,
+        "teacher (GlucoseTransformer)": load_run_model(runs / "teacher"),
+        "GlucoNet distilled": load_run_model(runs / "student"),
+        "GlucoNet alone": load_run_model(runs / "student" / "alone"),
     }
     t0 = time.perf_counter()
-    metrics = evaluate(models, data["test"])
+    metrics = evaluate(models, test)
     timings["evaluate_s"] = time.perf_counter() - t0
     costs = {
         name: {"parameters": n_parameters(m), "cpu_ms_per_window": cpu_latency_ms(m)} for name, m in models.items()
     }
     timings["total_s"] = time.perf_counter() - tic
+    windows = {s: len(ShardDataset(out / "windows", s)) for s in ("train", "val", "test")}
     return {
         "config": asdict(cfg),
         "cohort": sim,
         "preprocess": {k: prep[k] for k in ("n_windows", "processed", "reused", "skipped", "events_skipped")},
-        "windows": {s: len(d) for s, d in data.items()},
+        "windows": windows,
         "metrics": metrics,
         "costs": costs,
         "timings": timings,
         "models": models,
-        "data": data,
+        "test": test,
+        "root": out / "windows",
     }
 
 
@@ -330,7 +281,7 @@ def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str
 
     out = Path(out)
     report = Report(title)
-    report.add_note("The cohort was simulated (simglucose UVA/Padova); the numbers show that the pipeline works.")
+    report.add_note(NOTE_GENERATED)
     report.add_note(
         "Protocol: OhioT1DM challenge rules (targets never interpolated, scoring from 60 min into each test "
         "file, per-patient metrics averaged over patients); one model for all patients."
@@ -343,13 +294,12 @@ def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str
     horizons = list(next(iter(results["metrics"].values()))["mean_over_patients"])
     for h in horizons:
         report.add_table(f"Per-patient RMSE at {h} (mg/dL)", _per_patient_rows(results, h))
-    data, models = results["data"], results["models"]
-    test = data["test"]
-    target = test.target.numpy()
-    kd = predict(models["GlucoNet distilled"], test.inputs)
+    models, test = results["models"], results["test"]
+    inputs, target = test_arrays(test)
+    kd = predict(models["GlucoNet distilled"], inputs)
     report.add_figure("Clarke grid, GlucoNet distilled, 30 min", plot_clarke(target[:, 0], kd[:, 0]))
     report.add_figure("Parkes grid, GlucoNet distilled, 30 min", plot_parkes(target[:, 0], kd[:, 0]))
-    report.add_figure("Forecast trace", _trace_figure(out, test, models))
+    report.add_figure("Forecast trace", _trace_figure(results["root"], test, models))
     report.add_text(
         "\n".join(f"- {k}: {v:.1f} s" for k, v in results["timings"].items()), heading="Timings (this machine)"
     )
@@ -358,18 +308,18 @@ def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str
     return report.write(out)["html"]
 
 
-def _trace_figure(out: Path, test: GlucoseWindows, models: Mapping[str, nn.Module]):
+def _trace_figure(root: Path, test: ShardDataset, models: Mapping[str, nn.Module]):
     """The first test day of the first patient: CGM, 30-min forecasts of each model, meals and insulin."""
     from .metrics import plot_forecast_trace
 
     subject = test.subjects[0]
-    rows = np.flatnonzero(np.array(test.subject_per_window) == subject)[: 24 * 60 // STEP_MIN]
-    h = test.horizons[0]
-    when = pd.to_datetime(test.manifest["origin"].to_numpy()[rows]) + pd.Timedelta(minutes=h * STEP_MIN)
-    grid = pd.read_csv(out / "windows" / "grids" / f"{subject}.csv", index_col=0, parse_dates=True)
-    grid = grid.reindex(when)
+    rows = np.flatnonzero(np.array(test.subject_per_item) == subject)[: 24 * 60 // STEP_MIN]
+    h = int(test.spec.target.horizons[0])
+    when = pd.to_datetime(test.manifest["origin"].to_numpy()[rows]) + pd.Timedelta(minutes=h)
+    grid = grid_of(root, subject).reindex(when)
+    inputs = torch.stack([test[int(i)][SIGNAL_KEY] for i in rows])
     forecasts = {
-        name: predict(models[name], test.inputs[rows])[:, 0]
+        name: predict(models[name], inputs)[:, 0]
         for name in ("persistence", "teacher (GlucoseTransformer)", "GlucoNet distilled", "GlucoNet alone")
     }
     return plot_forecast_trace(
@@ -378,7 +328,7 @@ def _trace_figure(out: Path, test: GlucoseWindows, models: Mapping[str, nn.Modul
         forecasts,
         carbs=grid["carbs"].to_numpy(),
         insulin=grid["insulin"].to_numpy(),
-        title=f"patient {subject}: {h * STEP_MIN}-minute forecasts (test file)",
+        title=f"patient {subject}: {h}-minute forecasts (test file)",
     )
 
 
@@ -409,3 +359,8 @@ def run_glucose_demo(
     cfg = replace(cfg, **changes)
     results = run_glucose(out, cfg)
     return write_glucose_report(out, results, "Glucose forecasting: GlucoseTransformer → GlucoNet (simulated cohort)")
+
+
+def cli_demo(out: Path, quick: bool, seed: int) -> Path:
+    """``biokd demo glucose``."""
+    return run_glucose_demo(out, quick=quick, seed=seed)

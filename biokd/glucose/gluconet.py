@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..data.spec import DataSpec
 from ..models import constructor_kwargs
 from .ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
 
@@ -134,6 +136,12 @@ class GlucoNet(nn.Module):
     """VMD bands → CNN-LSTM (low band) + Transformer (high band); see the module docstring."""
 
     input_keys = ("glucose_inputs",)
+
+    @classmethod
+    def spec_sizes(cls, spec: DataSpec) -> dict[str, Any]:
+        """Sizes taken from the data spec: input channels and history, and the number of horizons."""
+        x = spec.input("glucose_inputs")
+        return {"n_chans": x.size("channel"), "n_times": x.size("time"), "n_outputs": spec.target.n_outputs}
 
     def __init__(
         self,

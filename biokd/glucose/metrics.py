@@ -323,3 +323,50 @@ def plot_forecast_trace(
     for label in ax2.get_xticklabels():
         label.set_rotation(30)
     return _finish(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The pipeline's metrics extension for glucose forecasts (biokd.registry.METRICS["glucose"])
+# ----------------------------------------------------------------------------------------------------------
+
+
+def clinical_forecast_metrics(targets: Any, outputs: Any, subjects: Any, target: Any) -> dict[str, Any]:
+    """Clarke and Parkes zones A–E, MARD and hypoglycaemia detection (< 70 mg/dL) at every horizon.
+
+    ``targets`` and ``outputs`` are ``(n, H)`` in mg/dL (NaN targets are not scored). Returns the values per
+    horizon and report tables whose column names carry their units.
+    """
+    y, p = np.asarray(targets, float), np.asarray(outputs, float)
+    per_horizon: dict[str, dict[str, Any]] = {}
+    clarke_rows, parkes_rows, hypo_rows = [], [], []
+    for k, h in enumerate(target.horizons):
+        label = f"{h:g} {target.horizon_unit}".strip()
+        ok = np.isfinite(y[:, k])
+        r, q = y[ok, k], p[ok, k]
+        clarke = zone_fractions(clarke_zones(r, q))
+        parkes = zone_fractions(parkes_zones(r, q))
+        low_true, low_pred = r < 70, q < 70
+        tp = int((low_true & low_pred).sum())
+        hypo = {
+            "readings_below_70": int(low_true.sum()),
+            "sensitivity": tp / int(low_true.sum()) if low_true.any() else None,
+            "precision": tp / int(low_pred.sum()) if low_pred.any() else None,
+        }
+        per_horizon[label] = {"n": int(ok.sum()), "mard": mard(r, q), "clarke": clarke, "parkes": parkes, **hypo}
+        clarke_rows.append({"horizon": label, **{f"{z} (%)": round(100 * v, 2) for z, v in clarke.items()}})
+        parkes_rows.append({"horizon": label, **{f"{z} (%)": round(100 * v, 2) for z, v in parkes.items()}})
+        hypo_rows.append({
+            "horizon": label,
+            "readings < 70 mg/dL (n)": hypo["readings_below_70"],
+            "sensitivity (%)": "n/a" if hypo["sensitivity"] is None else round(100 * hypo["sensitivity"], 1),
+            "precision (%)": "n/a" if hypo["precision"] is None else round(100 * hypo["precision"], 1),
+            "MARD (%)": round(per_horizon[label]["mard"], 2),
+        })  # fmt: skip
+    return {
+        "per_horizon": per_horizon,
+        "tables": {
+            "Clarke error grid zones": clarke_rows,
+            "Parkes error grid zones (type 1)": parkes_rows,
+            "Hypoglycaemia (< 70 mg/dL) and MARD": hypo_rows,
+        },
+    }

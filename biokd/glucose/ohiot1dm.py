@@ -46,19 +46,13 @@ scored, the others being NaN. Test targets in the first ``score_start_min`` (60)
 file are not scored. Input history may reach back into the training file (it is the past).
 Validation = the last ``val_fraction`` of each training file (by time).
 
-On disk (:func:`preprocess_ohiot1dm`)::
-
-    protocol.json            dataset, signal_key, channels, history, horizons, rules, curve parameters
-    manifest.csv             one row per window: subject, release, split, shard, row, origin, y_30, y_60
-    report.json              per patient: counts of skipped/duplicated/filled items, windows per split
-    windows/<id>.npz         glucose_inputs float32 (n, 6, history), target float32 (n, n_horizons)
-    windows/<id>.json        sidecar: protocol hash and source fingerprints (a match is reused)
-    grids/<id>.csv           the 5-minute grid (for plots of forecasts with meals and insulin)
+On disk (:func:`preprocess_ohiot1dm`): the shared store (:mod:`biokd.data.store`); per patient the arrays
+``glucose_inputs`` float32 ``(n, 6, history)`` and ``target`` float32 ``(n, n_horizons)`` (NaN = not scored), the
+manifest rows (subject, release, split, origin, y_30, y_60) and the 5-minute grid ``shards/<id>.grid.csv``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,7 +64,9 @@ from xml.parsers import expat
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_path, sha256_file, sha256_json, write_json, write_text
+from .._io import sha256_file
+from ..data.spec import DataSpec, InputSpec, TargetSpec
+from ..data.store import SubjectItems, build_store
 from ..errors import DataError
 
 TIME_FORMAT = "%d-%m-%Y %H:%M:%S"
@@ -683,48 +679,96 @@ def make_windows(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _protocol(history: int, horizons: Sequence[int], score_start_min: int, val_fraction: float, cfg) -> dict:
-    return {
-        "dataset": "ohiot1dm",
-        "signal_key": SIGNAL_KEY,
-        "channels": list(CHANNELS),
-        "channel_units": ["mg/dL", "1", "U per 5 min", "g per 5 min", "U", "g"],
-        "channel_shift": list(CHANNEL_SHIFT),
-        "channel_scale": list(CHANNEL_SCALE),
-        "step_min": STEP_MIN,
-        "history": int(history),
-        "horizons": [int(h) for h in horizons],
-        "horizon_min": [int(h) * STEP_MIN for h in horizons],
-        "score_start_min": int(score_start_min),
-        "val_fraction": float(val_fraction),
-        "targets": "real CGM readings only (never interpolated); NaN in test = not scored",
-        "grid": asdict(cfg),
-        "format": 1,
-    }
+@dataclass
+class OhioProtocol:
+    """Windows and rules of an OhioT1DM build (what ``protocol.json`` holds and the shard hash covers)."""
+
+    history: int = 36
+    horizons: tuple[int, ...] = (6, 12)
+    score_start_min: int = 60
+    val_fraction: float = 0.2
+    grid: GridConfig = field(default_factory=GridConfig)
+
+    def __post_init__(self) -> None:
+        from ..errors import ConfigError
+
+        if isinstance(self.grid, Mapping):
+            self.grid = GridConfig(**self.grid)
+        self.horizons = tuple(int(h) for h in self.horizons)
+        if self.history < 2:
+            raise ConfigError(f"history must be at least 2 steps; got {self.history}")
+        if not self.horizons or any(h <= 0 for h in self.horizons):
+            raise ConfigError(
+                f"horizons must be positive step counts (the target lies after the input); got {list(self.horizons)}"
+            )
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+
+    def to_protocol(self) -> dict[str, Any]:
+        return {
+            "dataset": "ohiot1dm",
+            "channels": list(CHANNELS),
+            "channel_units": list(CHANNEL_UNITS),
+            "channel_shift": list(CHANNEL_SHIFT),
+            "channel_scale": list(CHANNEL_SCALE),
+            "step_min": STEP_MIN,
+            "history": int(self.history),
+            "horizons": list(self.horizons),
+            "horizon_min": [h * STEP_MIN for h in self.horizons],
+            "score_start_min": int(self.score_start_min),
+            "val_fraction": float(self.val_fraction),
+            "targets": "real CGM readings only (never interpolated); NaN in test = not scored",
+            "grid": asdict(self.grid),
+            "format": 2,
+        }
+
+    @classmethod
+    def from_protocol(cls, protocol: Mapping[str, Any]) -> OhioProtocol:
+        keys = ("history", "horizons", "score_start_min", "val_fraction", "grid")
+        return cls(**{k: protocol[k] for k in keys if k in protocol})
+
+    def spec(self) -> DataSpec:
+        """``glucose_inputs`` ``(channel, time)`` in raw units on a 5-minute grid; forecasts in mg/dL."""
+        inputs = InputSpec(
+            SIGNAL_KEY,
+            [len(CHANNELS), self.history],
+            ["channel", "time"],
+            unit="per channel (see channel_units)",
+            sfreq=1 / (60 * STEP_MIN),
+            labels={"channel": list(CHANNELS)},
+        )
+        target = TargetSpec(
+            "forecasting",
+            key="target",
+            horizons=[float(h * STEP_MIN) for h in self.horizons],
+            horizon_unit="min",
+            unit="mg/dL",
+            metrics="glucose",
+        )
+        return DataSpec("ohiot1dm", [inputs], target, ["subject", "session", "release", "origin"])
 
 
-def _fingerprint(paths: Sequence[Path]) -> list[list[Any]]:
-    return [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in sorted(paths)]
+CHANNEL_UNITS = ("mg/dL", "1", "U per 5 min", "g per 5 min", "U", "g")
 
 
 def _issues(records: Sequence[PatientRecord]) -> dict[str, Any]:
     return {r.part: r.issues for r in records if r.issues}
 
 
-def process_patient(files: PatientFiles, protocol: Mapping[str, Any]) -> tuple[Windows, Grid, dict]:
+def process_patient(paths: Sequence[Path], protocol: OhioProtocol) -> tuple[Windows, Grid, dict]:
     """Read a patient's files, build the grid and the windows of ``protocol``."""
-    records = [read_patient_xml(p) for p in files.paths]
-    grid = build_grid(records, GridConfig(**protocol["grid"]))
+    records = [read_patient_xml(p) for p in paths]
+    grid = build_grid(records, protocol.grid)
     windows = make_windows(
         grid,
-        protocol["history"],
-        protocol["horizons"],
-        score_start_min=protocol["score_start_min"],
-        val_fraction=protocol["val_fraction"],
+        protocol.history,
+        protocol.horizons,
+        score_start_min=protocol.score_start_min,
+        val_fraction=protocol.val_fraction,
     )
     notes = {
         "release": records[0].meta["release"],
-        "files": [str(p) for p in files.paths],
+        "files": [str(p) for p in paths],
         "issues": _issues(records),
         "events_skipped": sum(r.n_skipped for r in records),
         "grid": grid.notes,
@@ -733,149 +777,66 @@ def process_patient(files: PatientFiles, protocol: Mapping[str, Any]) -> tuple[W
     return windows, grid, notes
 
 
-def _write_patient(out: Path, pid: str, windows: Windows, grid: Grid) -> None:
-    with atomic_path(out / "windows" / f"{pid}.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, glucose_inputs=windows.inputs, target=windows.target)
-    with atomic_path(out / "grids" / f"{pid}.csv") as tmp:
-        grid.frame.to_csv(tmp)
-
-
-def _manifest_rows(pid: str, release: str, windows: Windows, horizons: Sequence[int]) -> pd.DataFrame:
+def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, Any]) -> SubjectItems:
+    """The store's per-subject step: windows, targets, manifest rows and the grid (kept for plots)."""
+    windows, grid, notes = process_patient(paths, OhioProtocol.from_protocol(protocol))
     rows = pd.DataFrame(
         {
-            "subject": pid,
-            "release": release,
+            "subject": subject,
+            "session": windows.split,
+            "release": notes["release"],
             "split": windows.split,
-            "shard": f"windows/{pid}.npz",
-            "row": np.arange(len(windows.split)),
             "origin": pd.DatetimeIndex(windows.origin).strftime("%Y-%m-%d %H:%M:%S"),
             "last_cgm": windows.inputs[:, 0, -1],
         }
     )
-    for k, h in enumerate(horizons):
+    for k, h in enumerate(protocol["horizons"]):
         rows[f"y_{h * STEP_MIN}"] = windows.target[:, k]
-    return rows
+    return SubjectItems(
+        arrays={SIGNAL_KEY: windows.inputs, "target": windows.target},
+        rows=rows.to_dict("records"),
+        notes=notes,
+        tables={"grid": grid.frame},
+    )
 
 
 def preprocess_ohiot1dm(
     root: str | Path,
     out: str | Path,
+    protocol: OhioProtocol | None = None,
     *,
-    history: int = 36,
-    horizons: Sequence[int] = (6, 12),
-    score_start_min: int = 60,
-    val_fraction: float = 0.2,
-    grid: GridConfig | None = None,
     patients: Iterable[str] | None = None,
     skip_bad: bool = False,
+    jobs: int = 1,
+    progress: bool = False,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
-    """Turn the XML files under ``root`` into windows under ``out`` (layout in the module docstring).
+    """Turn the XML files under ``root`` into windows in the store at ``out`` (layout: :mod:`biokd.data.store`).
 
     A patient whose windows were built before with the same protocol from the same files is reused.
     A :class:`DataError` aborts unless ``skip_bad``: then the patient is skipped and listed in the report.
-    Returns the report (also written to ``out/report.json``).
+    Returns the report (also written to ``out/report.json``), with per-patient notes.
     """
-    out = Path(out)
-    protocol = _protocol(history, horizons, score_start_min, val_fraction, grid or GridConfig())
-    proto_hash = sha256_json(protocol)
+    protocol = protocol or OhioProtocol()
     found = find_patients(root, patients)
-    report: dict[str, Any] = {"root": str(root), "processed": [], "reused": [], "skipped": {}, "patients": {}}
-    frames = []
-    for pid, files in found.items():
-        side = out / "windows" / f"{pid}.json"
-        meta = None
-        if side.is_file() and (out / "windows" / f"{pid}.npz").is_file():
-            meta = json.loads(side.read_text())
-            if meta.get("protocol_hash") != proto_hash or meta.get("sources") != _fingerprint(files.paths):
-                meta = None
-        if meta is not None:
-            report["reused"].append(pid)
-        else:
-            try:
-                windows, grid_, notes = process_patient(files, protocol)
-            except DataError as err:
-                if not skip_bad:
-                    raise
-                report["skipped"][pid] = str(err)
-                continue
-            _write_patient(out, pid, windows, grid_)
-            rows = _manifest_rows(pid, notes["release"], windows, protocol["horizons"])
-            write_text(out / "windows" / f"{pid}.csv", rows.to_csv(index=False))
-            meta = {"protocol_hash": proto_hash, "sources": _fingerprint(files.paths), "notes": notes}
-            write_json(side, meta)
-            report["processed"].append(pid)
-        report["patients"][pid] = meta["notes"]
-        frames.append(pd.read_csv(out / "windows" / f"{pid}.csv", dtype={"subject": str}))
-    manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    report["n_windows"] = len(manifest)
-    report["n_skipped_patients"] = len(report["skipped"])
+    report = build_store(
+        out,
+        {pid: files.paths for pid, files in found.items()},
+        process_subject,
+        protocol.to_protocol(),
+        protocol.spec(),
+        jobs=jobs,
+        skip_bad=skip_bad,
+        progress=progress,
+        scheduler=scheduler,
+    ).to_dict()
+    report["root"] = str(root)
+    report["patients"] = report["notes"]
+    report["n_skipped_patients"] = report["n_skipped"]
     report["events_skipped"] = sum(n.get("events_skipped", 0) for n in report["patients"].values())
-    write_text(out / "manifest.csv", manifest.to_csv(index=False))
-    write_json(out / "protocol.json", {"hash": proto_hash, **protocol})
-    write_json(out / "report.json", report)
     return report
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Reading windows back
-# ----------------------------------------------------------------------------------------------------------
-
-
-class GlucoseWindows:
-    """Windows of one or more splits from a :func:`preprocess_ohiot1dm` folder, held in memory.
-
-    Items are dicts: ``glucose_inputs`` float32 ``(6, history)``, ``target`` float32 ``(H,)`` (NaN where a
-    test target is not scored), ``target_mask`` float32 ``(H,)``, ``subject``, ``session`` (the split),
-    ``index`` (row in ``manifest.csv``). A torch ``Dataset`` (``__len__``/``__getitem__``).
-    """
-
-    def __init__(self, root: str | Path, split: str | Sequence[str] | None = None, subjects=None):
-        import torch
-
-        self.root = Path(root)
-        for name in ("manifest.csv", "protocol.json"):
-            if not (self.root / name).is_file():
-                raise DataError(self.root / name, "missing: run `biokd preprocess ohiot1dm` to create it")
-        self.protocol = json.loads((self.root / "protocol.json").read_text())
-        manifest = pd.read_csv(self.root / "manifest.csv", dtype={"subject": str})
-        manifest["index"] = np.arange(len(manifest))
-        if split is not None:
-            manifest = manifest[manifest["split"].isin([split] if isinstance(split, str) else list(split))]
-        if subjects is not None:
-            manifest = manifest[manifest["subject"].isin([str(s) for s in subjects])]
-        self.manifest = manifest.reset_index(drop=True)
-        h, t = len(self.protocol["horizons"]), int(self.protocol["history"])
-        x = np.zeros((len(self.manifest), len(CHANNELS), t), np.float32)
-        y = np.zeros((len(self.manifest), h), np.float32)
-        for shard, rows in self.manifest.groupby("shard", sort=False):
-            with np.load(self.root / str(shard), allow_pickle=False) as z:
-                x[rows.index.to_numpy()] = z["glucose_inputs"][rows["row"].to_numpy()]
-                y[rows.index.to_numpy()] = z["target"][rows["row"].to_numpy()]
-        self.inputs = torch.from_numpy(x)
-        self.target = torch.from_numpy(y)
-        self.target_mask = torch.isfinite(self.target).float()
-        #: The patient of each window, in order.
-        self.subject_per_window: list[str] = self.manifest["subject"].astype(str).tolist()
-        self._split = self.manifest["split"].astype(str).tolist()
-        self._index = self.manifest["index"].to_numpy()
-
-    def __len__(self) -> int:
-        return len(self.manifest)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {
-            SIGNAL_KEY: self.inputs[i],
-            "target": self.target[i],
-            "target_mask": self.target_mask[i],
-            "subject": self.subject_per_window[i],
-            "session": self._split[i],
-            "index": int(self._index[i]),
-        }
-
-    @property
-    def subjects(self) -> list[str]:
-        return sorted(set(self.subject_per_window))
-
-    @property
-    def horizons(self) -> list[int]:
-        return list(self.protocol["horizons"])
+def grid_of(root: str | Path, subject: str) -> pd.DataFrame:
+    """The 5-minute grid of one patient of a preprocessed folder (for plots of forecasts with meals and insulin)."""
+    return pd.read_csv(Path(root) / "shards" / f"{subject}.grid.csv", index_col=0, parse_dates=True)

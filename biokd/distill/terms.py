@@ -1,0 +1,315 @@
+"""Distillation loss terms as registered config classes: adding a term is one class here.
+
+A term is a named, weighted dataclass read from the config's ``distill.terms`` list by its ``kind``. It
+validates its own fields when the config is read (:meth:`Term.check`), says whether it reads the teacher
+(``reads_teacher``: the one definition the Distiller, the cache and the pipeline use), builds what it needs
+once feature shapes are known (:meth:`FeatureTerm.setup`: projections, routers) and computes its value on
+a training step (:meth:`Term.value`). The tensor arithmetic lives in :mod:`biokd.distill.losses`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from . import losses
+
+if TYPE_CHECKING:
+    from ..data.spec import DataSpec
+    from ..tasks import Task
+    from .distiller import Distiller
+
+
+@dataclass
+class Step:
+    """What a term sees on one training step."""
+
+    output: torch.Tensor
+    features: dict[str, torch.Tensor]
+    teacher: dict[str, torch.Tensor]
+    batch: dict[str, Any]
+    task: Task
+    distiller: Distiller
+
+
+@dataclass
+class Term:
+    name: str
+    kind: str = ""
+    weight: float = 1.0
+
+    reads_teacher: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        self.kind = type(self).kind_name  # what config.yaml records (aliases are written as their class's kind)
+        if not self.name or not isinstance(self.name, str):
+            raise ConfigError("every distill term needs a `name`")
+        if self.weight < 0 or self.weight != self.weight:
+            raise ConfigError(f"term {self.name!r}: weight must be a non-negative number; got {self.weight}")
+
+    @classmethod
+    def from_config(cls, value: Any, where: str) -> Term:
+        """Build the registered class of ``value['kind']`` from a config mapping, every field checked."""
+        from ..config import from_dict
+
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping with `name` and `kind`; got {value!r}")
+        kind = value.get("kind")
+        name = value.get("name", "?")
+        if kind not in TERMS:
+            import difflib
+
+            close = difflib.get_close_matches(str(kind), list(TERMS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where} ({name}): unknown term kind {kind!r}.{hint} Known: {', '.join(TERMS)}")
+        return from_dict(TERMS[kind], {**value, "kind": TERMS[kind].kind_name}, where)
+
+    kind_name: ClassVar[str] = ""
+
+    def teacher_layers(self) -> list[str]:
+        return []
+
+    def student_module(self) -> str | None:
+        return None
+
+    def check(self, spec: DataSpec, task: Task) -> None:
+        """Config-time validation against the data and task (raise :class:`ConfigError`)."""
+
+    def value(self, step: Step) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class TaskLoss(Term):
+    """The task's own loss on the labels (cross-entropy, binary cross-entropy or masked MSE)."""
+
+    kind_name: ClassVar[str] = "task"
+    reads_teacher: ClassVar[bool] = False
+    label_smoothing: float = 0.0
+
+    def value(self, step: Step) -> torch.Tensor:
+        return step.task.loss(step.output, step.batch, self.label_smoothing)
+
+
+@dataclass
+class KD(Term):
+    """Hinton KD on logits at ``temperature`` (two-class Bernoulli form for a one-logit binary output)."""
+
+    kind_name: ClassVar[str] = "kd"
+    temperature: float = 4.0
+
+    def check(self, spec, task):
+        if task.kind == "forecasting":
+            raise ConfigError(f"term {self.name!r} (kd) needs class outputs; use `output_match` for forecasts")
+        if self.temperature <= 0:
+            raise ConfigError(f"term {self.name!r}: temperature must be positive; got {self.temperature}")
+
+    def value(self, step):
+        teacher = step.teacher["output"].to(step.output.dtype)
+        if step.output.shape[-1] == 1:
+            return losses.binary_kd(step.output, teacher, self.temperature)
+        return losses.kd_kl(step.output, teacher, self.temperature)
+
+
+@dataclass
+class OutputMatch(Term):
+    """Regression KD: MSE between the student's outputs and the teacher's divided by ``temperature``."""
+
+    kind_name: ClassVar[str] = "output_match"
+    temperature: float = 1.0
+
+    def value(self, step):
+        return losses.output_match(step.output, step.teacher["output"].to(step.output.dtype), self.temperature)
+
+
+@dataclass
+class FeatureTerm(Term):
+    """Base of terms on intermediate features read through taps (teacher layers and a student module).
+
+    Several teacher layers are mixed per input by a router trained by a task probe. Features whose widths
+    differ are mapped by a learned projection: the student to the teacher (``projection: student``), the
+    teacher to the student (``teacher``) or both into a shared space of ``shared_dim`` (``shared``).
+    """
+
+    teacher: list[str] = field(default_factory=list)
+    student: str = ""
+    #: Axes averaged out of both features before comparison ("none", "all" but batch and last, or indices).
+    pool: str | list[int] = "none"
+    projection: Literal["student", "teacher", "shared", "none"] = "student"
+    shared_dim: int | None = None
+    router_hidden: int = 64
+    #: Weight of the routed term's task probe; it alone trains the router.
+    router_probe: float = 1.0
+    #: Whether widths must agree through a projection (False for terms comparing structure, e.g. connectivity).
+    needs_projection: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.teacher or not self.student:
+            raise ConfigError(f"term {self.name!r} ({self.kind}) needs `teacher` layer(s) and a `student` module")
+        if self.projection == "shared" and not self.shared_dim:
+            raise ConfigError(f"term {self.name!r}: projection 'shared' needs `shared_dim`")
+        if isinstance(self.pool, str) and self.pool not in ("none", "all"):
+            raise ConfigError(f"term {self.name!r}: pool must be 'none', 'all' or a list of axes; got {self.pool!r}")
+
+    def teacher_layers(self):
+        return list(self.teacher)
+
+    def student_module(self):
+        return self.student
+
+    def setup(self, distiller: Distiller, teacher_view: torch.Tensor, student_view: torch.Tensor) -> None:
+        """Build the router (several layers) and projections once the feature shapes are known."""
+        t_dim, s_dim = teacher_view.shape[-1], student_view.shape[-1]
+        if len(self.teacher) > 1:
+            distiller.routers[self.name] = _router(len(self.teacher), t_dim, self.router_hidden)
+            distiller.probes[self.name] = nn.Linear(t_dim, distiller.n_outputs)
+            teacher_view = teacher_view[:, 0]
+        if not self.needs_projection:
+            return
+        if student_view.shape[1:-1] != teacher_view.shape[1:-1]:
+            raise ConfigError(
+                f"term {self.name!r}: student feature {self.student!r} pools to {tuple(student_view.shape)} but "
+                f"the teacher's to {tuple(teacher_view.shape)}; all axes but the last must agree (set `pool`)"
+            )
+        if self.projection == "shared":
+            distiller.projections[self.name] = nn.Linear(s_dim, self.shared_dim)  # type: ignore[arg-type]
+            distiller.projections[f"{self.name}__teacher"] = nn.Linear(t_dim, self.shared_dim)  # type: ignore[arg-type]
+        elif s_dim != t_dim:
+            if self.projection == "none":
+                raise ConfigError(f"term {self.name!r}: widths differ ({s_dim} vs {t_dim}) and projection is 'none'")
+            if self.projection == "student":
+                distiller.projections[self.name] = nn.Linear(s_dim, t_dim)
+            else:
+                distiller.projections[f"{self.name}__teacher"] = nn.Linear(t_dim, s_dim)
+
+    def pair(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's and the teacher's features, routed and projected, ready to compare."""
+        d = step.distiller
+        student = pool_features(step.features[self.student], self.pool)
+        teacher = step.teacher[f"view:{self.name}"].to(student.dtype)
+        if self.name in d.routers:
+            teacher, weights = d.routers[self.name](teacher)
+            d.last_router_weights[self.name] = weights.detach()
+            probe = d.probes[self.name](pool_features(teacher, "all"))
+            d.probe_losses[self.name] = step.task.loss(probe, step.batch)
+            teacher = teacher.detach()  # the alignment trains the student, not the router
+        if self.name in d.projections:
+            student = d.projections[self.name](student)
+        if f"{self.name}__teacher" in d.projections:
+            teacher = d.projections[f"{self.name}__teacher"](teacher)
+        return student, teacher
+
+
+def _router(n_layers: int, dim: int, hidden: int) -> nn.Module:
+    from .router import LayerRouter
+
+    return LayerRouter(n_layers, dim, hidden)
+
+
+@dataclass
+class Feature(FeatureTerm):
+    """Feature alignment by MSE or 1 − cosine along the feature axis."""
+
+    kind_name: ClassVar[str] = "feature"
+    metric: Literal["mse", "cosine", "normalized_mse"] = "mse"
+
+    def value(self, step):
+        s, t = self.pair(step)
+        if self.metric == "cosine":
+            return losses.feature_cosine(s, t)
+        if self.metric == "normalized_mse":
+            return losses.normalized_mse(s, t)
+        return losses.feature_mse(s, t)
+
+
+@dataclass
+class Spectral(FeatureTerm):
+    """Magnitude and phase spectra along a time axis sampled at ``sfreq`` Hz, optionally weighted by band."""
+
+    kind_name: ClassVar[str] = "spectral"
+    time_dim: int = -2
+    magnitude: float = 1.0
+    phase: float = 1.0
+    #: Sampling rate (Hz) of the compared time axis; needed for bands, which are checked against it.
+    sfreq: float | None = None
+    bands: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bands:
+            if self.sfreq is None:
+                raise ConfigError(f"term {self.name!r}: band weights need `sfreq`, the rate of the time axis in Hz")
+            if unknown := [b for b in self.bands if b not in losses.EEG_BANDS]:
+                raise ConfigError(
+                    f"term {self.name!r}: unknown band(s) {unknown}; known: {', '.join(losses.EEG_BANDS)}"
+                )
+
+    def setup(self, distiller, teacher_view, student_view):
+        super().setup(distiller, teacher_view, student_view)
+        if self.bands:
+            n = student_view.shape[self.time_dim]
+            try:
+                losses.check_bands(n, self.sfreq, self.bands)
+            except (ConfigError, ValueError) as err:
+                raise ConfigError(f"term {self.name!r}: {err}") from None
+
+    def value(self, step):
+        s, t = self.pair(step)
+        kwargs: dict[str, Any] = {"dim": self.time_dim, "magnitude": self.magnitude, "phase": self.phase}
+        if self.bands:
+            kwargs["weights"] = losses.band_weights(s.shape[self.time_dim], self.sfreq, self.bands, s.device)
+        return losses.spectral_loss(s, t, **kwargs)
+
+
+@dataclass
+class Connectivity(FeatureTerm):
+    """Channel-by-channel connectivity of student and teacher features ``(B, C, ...)``, compared by MSE."""
+
+    kind_name: ClassVar[str] = "connectivity"
+    needs_projection: ClassVar[bool] = False
+
+    def setup(self, distiller, teacher_view, student_view):
+        super().setup(distiller, teacher_view, student_view)
+        t = teacher_view[:, 0] if len(self.teacher) > 1 else teacher_view
+        if student_view.shape[1] != t.shape[1]:
+            raise ConfigError(
+                f"term {self.name!r}: the student's {self.student!r} has {student_view.shape[1]} channels, the "
+                f"teacher's {t.shape[1]}; connectivity compares channel × channel matrices of equal size"
+            )
+
+    def value(self, step):
+        s, t = self.pair(step)
+        return losses.connectivity_loss(s, t)
+
+
+def pool_features(x: torch.Tensor, pool: str | list[int]) -> torch.Tensor:
+    """Average ``x`` over the axes named by ``pool`` (keeps batch and feature axes for ``"all"``)."""
+    if pool == "none":
+        return x
+    if pool == "all":
+        return x.flatten(1, -2).mean(dim=1) if x.dim() > 2 else x
+    return x.mean(dim=tuple(pool))
+
+
+#: Term kind → class. Round-1 kinds ``cross_entropy`` and ``mse`` name the task loss.
+TERMS: dict[str, type[Term]] = {
+    cls.kind_name: cls for cls in (TaskLoss, KD, OutputMatch, Feature, Spectral, Connectivity)
+}
+TERMS["cross_entropy"] = TaskLoss
+TERMS["mse"] = TaskLoss
+
+
+def register_term(cls: type[Term]) -> type[Term]:
+    """Class decorator: make ``cls`` available to configs under ``cls.kind_name``."""
+    TERMS[cls.kind_name] = cls
+    return cls
+
+
+def term_dict(term: Term) -> dict[str, Any]:
+    return dataclasses.asdict(term)

@@ -1,0 +1,62 @@
+"""The registries: names a config or a run folder may use, each mapped to a ``module:attribute`` string.
+
+Adding a model, a dataset or a metrics extension is one line here. Names read from files are looked up in
+these tables only; nothing else from a file is ever imported. The core imports no modality: entries are
+strings, resolved when used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from .errors import ConfigError
+
+#: Model name → class. Every entry is built, run, reloaded and exported by tests/test_registry.py.
+MODELS: dict[str, str] = {
+    "cbramod": "biokd.eeg.cbramod:CBraModTeacher",
+    "mic": "biokd.eeg.mic:MiC",
+    "glucose_transformer": "biokd.glucose.transformer:GlucoseTransformer",
+    "gluconet": "biokd.glucose.gluconet:GlucoNet",
+}
+
+#: Dataset name (``protocol.json``'s ``dataset``) → its protocol class (with ``spec()``), for the registry tests.
+DATASETS: dict[str, str] = {
+    "physionet-mi": "biokd.eeg.physionet_mi:PhysionetMIProtocol",
+    "faced": "biokd.eeg.faced:FacedProtocol",
+    "ohiot1dm": "biokd.glucose.ohiot1dm:OhioProtocol",
+}
+
+#: Group-fitted stage kind → its :class:`biokd.data.stages.GroupStage` class (fitted on training subjects only).
+STAGES: dict[str, str] = {
+    "standardize": "biokd.data.stages:Standardize",
+}
+
+#: Metrics extension name (a target spec's ``metrics``) → ``fn(targets, outputs, subjects, target_spec) -> dict``.
+METRICS: dict[str, str] = {
+    "glucose": "biokd.glucose.metrics:clinical_forecast_metrics",
+}
+
+#: Demo name (``biokd demo NAME``) → ``fn(out, quick, seed) -> report path``.
+DEMOS: dict[str, str] = {
+    "eeg": "biokd.eeg.demo:cli_demo",
+    "glucose": "biokd.glucose.demo:cli_demo",
+}
+
+#: Modality packages whose ``commands.register(preprocess_app, simulate_app)`` adds their CLI commands.
+MODALITIES: tuple[str, ...] = ("biokd.eeg", "biokd.glucose")
+
+
+def resolve(table: dict[str, str], name: str, what: str) -> Any:
+    """The object registered as ``name`` in ``table``; an unknown name lists the known ones."""
+    if not isinstance(name, str) or name not in table:
+        close = difflib.get_close_matches(str(name), list(table), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown {what} {name!r}.{hint} Known: {', '.join(table)}")
+    module, _, attr = table[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def metrics_extension(name: str) -> Any:
+    return resolve(METRICS, name, "metrics extension")
