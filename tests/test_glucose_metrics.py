@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,9 @@ import pytest
 
 from biokd.glucose.metrics import (
     MGDL_PER_MMOL,
+    PARKES_TYPE1,
+    PARKES_TYPE1_SLOPES,
+    PARKES_TYPE1_VERTICES,
     cgm_summary,
     clarke_fractions,
     clarke_zones,
@@ -116,6 +121,56 @@ PARKES_CASES = [
 @pytest.mark.parametrize(("ref", "pred", "zone"), PARKES_CASES)
 def test_parkes_zone(ref: float, pred: float, zone: str) -> None:
     assert parkes_zones([ref], [pred]).tolist() == [zone]
+
+
+PUBLISHED_PARKES_ENDS = {"B_upper": "5729.3", "B_lower": "4495.45", "C_upper": "11526.84", "C_lower": "2091.38",
+                         "D_upper": "36841.67", "D_lower": "1781.67", "E_upper": "130900"}  # fmt: skip
+LOWER_X0 = {name: v[0][0] for name, v in PARKES_TYPE1_VERTICES.items()}
+INNER = {"B": "A", "C": "B", "D": "C", "E": "D"}  # the zone a point on line "X_..." belongs to
+
+
+def test_parkes_exact_slopes_round_to_the_published_end_points() -> None:
+    for name, published in PUBLISHED_PARKES_ENDS.items():
+        x, y = PARKES_TYPE1_VERTICES[name][-1]
+        end = y + PARKES_TYPE1_SLOPES[name] * (5000 - x)
+        decimals = len(published.split(".")[1]) if "." in published else 0
+        assert round(float(end), decimals) == float(published), name
+        assert PARKES_TYPE1[name][-1] == (5000, pytest.approx(float(end), abs=1e-9))
+
+
+def _integer_points_on_parkes_lines() -> list[tuple[int, int, str, str, bool]]:
+    """Every integer (ref, pred) exactly on a Parkes line (exact rational arithmetic), its line, its inner
+    zone, and whether it lies on a vertical segment."""
+    points = []
+    for name, vertices in PARKES_TYPE1_VERTICES.items():
+        line = [(Fraction(x), Fraction(y)) for x, y in vertices]
+        x, y = line[-1]
+        line.append((Fraction(5000), y + PARKES_TYPE1_SLOPES[name] * (5000 - x)))
+        for (xa, ya), (xb, yb) in pairwise(line):
+            if xa == xb:
+                points += [(int(xa), v, name, INNER[name[0]], True) for v in range(int(ya), int(yb) + 1)]
+                continue
+            for r in range(int(xa), int(xb) + 1):
+                v = ya + (yb - ya) / (xb - xa) * (r - xa)
+                if v.denominator == 1:
+                    points.append((r, int(v), name, INNER[name[0]], False))
+    return points
+
+
+def test_parkes_points_exactly_on_a_line_belong_to_the_inner_zone() -> None:
+    points = _integer_points_on_parkes_lines()
+    assert len(points) > 3000
+    r, p = (np.array([pt[i] for pt in points], dtype=float) for i in (0, 1))
+    zones = parkes_zones(r, p)
+    wrong = [(pt[:3], z) for pt, z in zip(points, zones, strict=True) if z != pt[3]]
+    assert wrong == []
+    # 0.01 mg/dL beyond a sloped or flat segment is already the outer zone: the tolerance moves no real point.
+    # (A lower line's first sloped vertex sits on its vertical start: moving down keeps it on the line.)
+    sloped = [pt for pt in points if not pt[4] and not (pt[2].endswith("lower") and pt[0] == LOWER_X0[pt[2]])]
+    r = np.array([pt[0] for pt in sloped], dtype=float)
+    outward = np.array([0.01 if pt[2].endswith("upper") else -0.01 for pt in sloped])
+    zones = parkes_zones(r, np.array([pt[1] for pt in sloped], dtype=float) + outward)
+    assert [(pt[:3], z) for pt, z in zip(sloped, zones, strict=True) if z != pt[2][0]] == []
 
 
 def test_zone_fractions_and_forecast_metrics() -> None:
