@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from biokd.glucose.gluconet import Persistence
 from biokd.glucose.metrics import (
     MGDL_PER_MMOL,
     PARKES_TYPE1,
@@ -210,3 +212,17 @@ def test_plots_are_written(tmp_path: Path) -> None:
         carbs=np.zeros(len(times)), insulin=np.ones(len(times)),
     )  # fmt: skip
     assert (tmp_path / "trace.png").stat().st_size > 10_000
+
+
+def test_persistence_repeats_the_last_real_reading_after_a_long_gap() -> None:
+    """A 60-minute gap: 30 minutes forward-filled, then the running mean (the ``cgm`` channel's fill)."""
+    real = 100 + 3 * torch.arange(24.0)  # rising to 169 mg/dL
+    cgm = torch.cat([real, torch.full((6,), 169.0), torch.full((6,), float(real.mean()))])
+    mask = torch.cat([torch.ones(24), torch.zeros(12)])
+    x = torch.zeros(3, 6, 36)
+    x[:, 0], x[:, 1] = cgm, mask
+    x[1, 1, -1], x[1, 0, -1] = 1.0, 150.0  # a real reading closes the gap: it is the last real one
+    x[2, 1] = 0.0  # no real reading at all: the window's last value
+    out = Persistence(n_outputs=2)(x)
+    assert out.tolist() == [[169.0, 169.0], [150.0, 150.0], [float(real.mean())] * 2]
+    assert float(real.mean()) != 169.0  # the old baseline (last value, filled or not) gave the running mean here
