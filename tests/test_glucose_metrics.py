@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from biokd.glucose.clinical import forecast_report, hypoglycaemia, zone_table
+from biokd.glucose.clinical import forecast_report, hypoglycaemia, paired_forecast_difference, zone_table
 from biokd.glucose.gluconet import Persistence
 from biokd.glucose.metrics import (
     MGDL_PER_MMOL,
@@ -307,3 +307,20 @@ def test_zone_table_has_every_zone_of_both_grids() -> None:
     t, p = ref[:, 1], preds["bad"][:, 1]
     assert {z: bad_60_clarke[f"{z}_frac"] for z in "ABCDE"} == pytest.approx(clarke_fractions(t, p))
     assert bad_60_clarke["D_frac"] > 0 and bad_60_clarke["n_patients"] == 4
+
+
+def test_paired_forecast_difference_over_patients() -> None:
+    ref, preds, patients = _cohort(6, seed=4)
+    rows = paired_forecast_difference(ref, preds["good"], preds["bad"], [30, 60], patients, n_boot=50)
+    assert [r["horizon_min"] for r in rows] == [30, 60]
+    row = rows[1]
+    scored = np.isfinite(ref[:, 1])
+    per_patient = [
+        rmse(ref[m, 1], preds["good"][m, 1]) - rmse(ref[m, 1], preds["bad"][m, 1])
+        for m in (scored & (patients == s) for s in sorted(set(patients)))
+    ]
+    assert row["difference"]["rmse_mgdl"] == pytest.approx(np.mean(per_patient))
+    assert row["ci"]["rmse_mgdl"] == pytest.approx(unit_values_t_interval(per_patient), abs=1e-9)
+    assert row["ci"]["rmse_mgdl"][1] < 0 and row["n_units"] == 6 and row["ci_unit"] == "patient"
+    with pytest.raises(ValueError, match="unknown metric"):
+        paired_forecast_difference(ref, preds["good"], preds["bad"], [30, 60], patients, metrics=["auroc"])
