@@ -110,6 +110,7 @@ def test_ci_contains_estimate_and_says_its_unit():
     y, prob, subjects = _fake(2000, 4, 30, seed=13)
     out = classification_report(y, prob, subjects, n_boot=300)
     assert out["ci_unit"] == "subject" and out["n_units"] == 30 and out["ci_level"] == 0.95
+    assert out["ci_method"] == "percentile cluster bootstrap" and out["few_units"] is False and out["n_boot"] == 300
     for name in ("balanced_accuracy", "cohen_kappa", "f1_weighted", "accuracy", "auroc"):
         low, high = out["ci"][name]
         assert low < out[name] < high, name
@@ -125,12 +126,15 @@ def test_ci_narrows_with_more_subjects():
     assert widths[1] < 0.6 * widths[0]
 
 
-def test_one_subject_gives_degenerate_ci_but_sample_bootstrap_does_not():
+def test_one_subject_gives_no_ci_but_sample_bootstrap_does():
     y, prob, _ = _fake(400, 4, 1, seed=19)
     by_subject = classification_report(y, prob, ["only"] * 400, n_boot=100)
+    assert by_subject["n_units"] == 1 and by_subject["few_units"] is True
     for name in ("balanced_accuracy", "accuracy", "auroc"):
-        assert by_subject["ci"][name] == pytest.approx([by_subject[name]] * 2, abs=1e-12)
+        assert by_subject["ci"][name] == [None, None]  # no interval can rest on one subject
+    assert any("rest on 1 subject only" in note for note in by_subject["notes"])
     by_sample = classification_report(y, prob, n_boot=100)
+    assert by_sample["few_units"] is False and by_sample["ci_method"] == "percentile cluster bootstrap"
     low, high = by_sample["ci"]["balanced_accuracy"]
     assert high - low > 0.02
 
@@ -143,11 +147,14 @@ def test_subject_ci_wider_than_sample_ci_when_subjects_differ():
 
 
 def test_bootstrap_is_reproducible_from_seed():
-    y, prob, subjects = _fake(500, 4, 10, seed=29)
+    y, prob, subjects = _fake(800, 4, 25, seed=29)
     a = classification_report(y, prob, subjects, n_boot=100, seed=4)["ci"]
     b = classification_report(y, prob, subjects, n_boot=100, seed=4)["ci"]
     c = classification_report(y, prob, subjects, n_boot=100, seed=5)["ci"]
     assert a == b and a != c
+    y, prob, subjects = _fake(500, 4, 8, seed=29)  # few subjects: the jackknife draws nothing at random
+    jackknife = [classification_report(y, prob, subjects, seed=seed)["ci"] for seed in (4, 5)]
+    assert jackknife[0] == jackknife[1]
 
 
 def test_bad_inputs_are_refused():

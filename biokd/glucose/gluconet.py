@@ -205,7 +205,11 @@ class GlucoNet(nn.Module):
 
 
 class Persistence(nn.Module):
-    """Baseline: every horizon forecasts the last CGM value of the window (filled values included)."""
+    """Baseline: every horizon repeats the last real CGM reading of the window (``cgm_mask`` = 1).
+
+    Filled slots are skipped: after a long gap the ``cgm`` channel holds a running mean of earlier readings,
+    which is not what the baseline repeats. A window without any real reading falls back to its last value.
+    """
 
     input_keys = ("glucose_inputs",)
 
@@ -214,7 +218,12 @@ class Persistence(nn.Module):
         self.config = {"n_outputs": n_outputs}
 
     def forward(self, glucose_inputs: torch.Tensor) -> torch.Tensor:
-        return glucose_inputs[:, 0, -1:].expand(-1, self.config["n_outputs"])
+        cgm, mask = glucose_inputs[:, 0], glucose_inputs[:, 1]
+        n_times = cgm.shape[1]
+        position = torch.arange(1, n_times + 1, dtype=cgm.dtype, device=cgm.device)
+        last_real = ((mask > 0.5).to(cgm.dtype) * position).amax(dim=1)  # 1-based; 0: no real reading
+        index = torch.where(last_real > 0, last_real - 1, torch.full_like(last_real, n_times - 1)).long()
+        return cgm.gather(1, index[:, None]).expand(-1, self.config["n_outputs"])
 
 
 class LinearExtrapolation(nn.Module):

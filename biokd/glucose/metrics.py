@@ -12,6 +12,7 @@ here from their published definitions (reference: ``glucose.md`` §4).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -109,27 +110,54 @@ def clarke_zones(reference: Any, prediction: Any, *, units: str = "mg/dL") -> np
     return np.select([zone_a, zone_e, zone_c, zone_d], ["A", "E", "C", "D"], default="B")
 
 
-#: Parkes (consensus) error grid, type 1 diabetes: polylines (ref, pred) in mg/dL (glucose.md §4.2).
-PARKES_TYPE1: dict[str, list[tuple[float, float]]] = {
-    "B_upper": [(0, 50), (30, 50), (140, 170), (280, 380), (5000, 5729.3)],
-    "B_lower": [(50, 0), (50, 30), (170, 145), (385, 300), (5000, 4495.45)],
-    "C_upper": [(0, 60), (30, 60), (50, 80), (70, 110), (5000, 11526.84)],
-    "C_lower": [(120, 0), (120, 30), (260, 130), (5000, 2091.38)],
-    "D_upper": [(0, 100), (25, 100), (50, 125), (80, 215), (5000, 36841.67)],
-    "D_lower": [(250, 0), (250, 40), (5000, 1781.67)],
-    "E_upper": [(0, 150), (35, 155), (5000, 130900)],
+#: Parkes (consensus) error grid, type 1 diabetes: the published polyline vertices (ref, pred) in mg/dL up to
+#: the last one before the extension to ref = 5000 (glucose.md §4.2).
+PARKES_TYPE1_VERTICES: dict[str, list[tuple[int, int]]] = {
+    "B_upper": [(0, 50), (30, 50), (140, 170), (280, 380)],
+    "B_lower": [(50, 0), (50, 30), (170, 145), (385, 300)],
+    "C_upper": [(0, 60), (30, 60), (50, 80), (70, 110)],
+    "C_lower": [(120, 0), (120, 30), (260, 130)],
+    "D_upper": [(0, 100), (25, 100), (50, 125), (80, 215)],
+    "D_lower": [(250, 0), (250, 40)],
+    "E_upper": [(0, 150), (35, 155)],
 }
+#: Exact slope of each line's last segment. The published end points at ref = 5000 (5729.3, 4495.45, 11526.84,
+#: 2091.38, 36841.67, 1781.67, 130900) are these extensions rounded to two decimals (a test checks it); with
+#: the rounded values, points exactly on a line fell into the outer zone.
+PARKES_TYPE1_SLOPES: dict[str, Fraction] = {
+    "B_upper": Fraction(17, 15),
+    "B_lower": Fraction(10, 11),
+    "C_upper": Fraction(44, 19),
+    "C_lower": Fraction(12, 29),
+    "D_upper": Fraction(67, 9),
+    "D_lower": Fraction(11, 30),
+    "E_upper": Fraction(79, 3),
+}
+PARKES_END = 5000
+
+
+def _extend(vertices: list[tuple[int, int]], slope: Fraction) -> list[tuple[float, float]]:
+    x, y = vertices[-1]
+    return [(float(a), float(b)) for a, b in vertices] + [(PARKES_END, float(y + slope * (PARKES_END - x)))]
+
+
+#: The full polylines (published vertices, extended by their exact slopes).
+PARKES_TYPE1: dict[str, list[tuple[float, float]]] = {
+    name: _extend(vertices, PARKES_TYPE1_SLOPES[name]) for name, vertices in PARKES_TYPE1_VERTICES.items()
+}
+#: A point within this distance (mg/dL) of a line is on it, so float rounding of the line cannot move it out.
+ON_LINE_TOLERANCE = 1e-6
 
 
 def _below_upper(r: np.ndarray, p: np.ndarray, line: Sequence[tuple[float, float]]) -> np.ndarray:
     xs, ys = np.array(line, dtype=float).T
-    return p <= np.interp(r, xs, ys)
+    return p <= np.interp(r, xs, ys) + ON_LINE_TOLERANCE
 
 
 def _above_lower(r: np.ndarray, p: np.ndarray, line: Sequence[tuple[float, float]]) -> np.ndarray:
     # A lower line starts with a vertical segment at x0: nothing left of x0 (or on it) is below the line.
     xs, ys = np.array(line, dtype=float).T
-    return (r <= xs[0]) | (p >= np.interp(r, xs[1:], ys[1:]))
+    return (r <= xs[0]) | (p >= np.interp(r, xs[1:], ys[1:]) - ON_LINE_TOLERANCE)
 
 
 def parkes_zones(reference: Any, prediction: Any, *, units: str = "mg/dL") -> np.ndarray:

@@ -15,9 +15,12 @@ import numpy as np
 from scipy import sparse
 from sklearn import metrics as skm
 
-from .bootstrap import CHUNK, bootstrap_ci
+from .bootstrap import CHUNK, FEW_UNITS, bootstrap_ci
 
 SCALAR_METRICS = ("balanced_accuracy", "cohen_kappa", "f1_weighted", "accuracy", "auroc")
+#: The range of each metric: a t-interval is clipped to it.
+BOUNDS = {"balanced_accuracy": (0.0, 1.0), "cohen_kappa": (-1.0, 1.0), "f1_weighted": (0.0, 1.0),
+          "accuracy": (0.0, 1.0), "auroc": (0.0, 1.0)}  # fmt: skip
 
 
 def classification_report(
@@ -35,9 +38,13 @@ def classification_report(
     ``y_prob`` is ``(n, K)`` class probabilities, or ``(n,)`` positive-class probabilities for a binary task.
     The prediction is the most probable class (ties go to the lower class). AUROC is the positive-class
     AUROC for two classes, else one-vs-rest averaged (macro) over the classes present in ``y_true`` (a class
-    without positives has no AUROC; the ones left out are named in ``notes``). CIs are percentile intervals
-    over ``n_boot`` resamples of subjects (``ci_unit: "subject"``; each drawn subject brings all its samples)
-    or, without ``subjects``, of samples (``ci_unit: "sample"``). Undefined values are ``None``.
+    without positives has no AUROC; the ones left out are named in ``notes``). Undefined values are ``None``.
+
+    Intervals: the block of :mod:`biokd.metrics.bootstrap` — ``ci: {metric: [low, high]}``, ``ci_level``,
+    ``ci_unit`` (``"subject"``, or ``"sample"`` without ``subjects``), ``n_units``, ``ci_method``,
+    ``few_units``, ``n_boot``. With 20 or more units a percentile bootstrap over ``n_boot`` resamples of
+    subjects (each drawn subject brings all its samples); with fewer a jackknife-t interval over subjects
+    (which does not collapse onto the extreme subjects); below 10 ``few_units`` is True and ``notes`` warns.
     """
     y, prob = _check_inputs(y_true, y_prob)
     n, k = prob.shape
@@ -71,13 +78,74 @@ def classification_report(
         subj = None
 
     if n_boot > 0:
-        boot = bootstrap_ci(WeightedClassificationStats(y, prob), n, subj, n_boot=n_boot, ci=ci, seed=seed)
-        out["ci"] = {m: boot["ci"][m] for m in SCALAR_METRICS}
-        out["ci_level"] = ci
-        out["ci_unit"] = "subject" if subj is not None else "sample"
-        out["n_boot"] = n_boot
-        out["n_units"] = boot["n_units"]
+        unit = "subject" if subj is not None else "sample"
+        stats = WeightedClassificationStats(y, prob)
+        block = bootstrap_ci(stats, n, subj, n_boot=n_boot, ci=ci, seed=seed, unit=unit, bounds=BOUNDS)
+        out.update(block)
+        if block["few_units"]:
+            notes.append(few_units_note(block))
     out["notes"] = notes
+    return out
+
+
+def few_units_note(block: dict[str, Any]) -> str:
+    """The warning a report prints beside intervals that rest on fewer than :data:`FEW_UNITS` units."""
+    n, unit = block["n_units"], block["ci_unit"]
+    return (
+        f"intervals rest on {n} {unit}{'s' if n != 1 else ''} only (fewer than {FEW_UNITS}): "
+        f"{block['ci_method']}, wide by design; read them as rough"
+    )
+
+
+def paired_difference_ci(
+    metric: str | Sequence[str],
+    y_true: Sequence[int] | np.ndarray,
+    prob_a: np.ndarray,
+    prob_b: np.ndarray,
+    subjects: Sequence[Any] | np.ndarray | None = None,
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Interval of ``metric(a) − metric(b)`` on the same samples, paired over subjects.
+
+    For "distilled minus alone" or "student minus teacher": both models are scored on every resample (or
+    leave-one-subject-out set) of the same subjects, so the subject-to-subject spread that both share cancels.
+    ``metric`` is one name of :data:`SCALAR_METRICS` or several. Returns ``{"metrics", "a": {m: value},
+    "b": {m: value}, "difference": {m: a − b}}`` and the interval block (``ci`` holds the differences).
+    """
+    names = [metric] if isinstance(metric, str) else list(metric)
+    unknown = [m for m in names if m not in SCALAR_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(SCALAR_METRICS)}")
+    y, pa = _check_inputs(y_true, prob_a)
+    _, pb = _check_inputs(y, prob_b)
+    if pa.shape != pb.shape:
+        raise ValueError(f"prob_a and prob_b must score the same samples and classes; got {pa.shape} vs {pb.shape}")
+    subj = None
+    if subjects is not None:
+        subj = np.asarray([str(s) for s in subjects])
+        if len(subj) != len(y):
+            raise ValueError(f"subjects has {len(subj)} entries for {len(y)} samples")
+    stats_a, stats_b = WeightedClassificationStats(y, pa), WeightedClassificationStats(y, pb)
+
+    def difference(weights: np.ndarray) -> dict[str, np.ndarray]:
+        a, b = stats_a(weights), stats_b(weights)
+        return {m: a[m] - b[m] for m in names}
+
+    ones = np.ones((1, len(y)))
+    a, b = stats_a(ones), stats_b(ones)
+    out: dict[str, Any] = {
+        "metrics": names,
+        "a": {m: _clean(a[m][0]) for m in names},
+        "b": {m: _clean(b[m][0]) for m in names},
+        "difference": {m: _clean(a[m][0] - b[m][0]) for m in names},
+    }
+    bounds = {m: (lo - hi, hi - lo) for m, (lo, hi) in BOUNDS.items()}
+    unit = "subject" if subj is not None else "sample"
+    out.update(bootstrap_ci(difference, len(y), subj, n_boot=n_boot, ci=ci, seed=seed, unit=unit, bounds=bounds))
+    out["notes"] = [few_units_note(out)] if out["few_units"] else []
     return out
 
 
