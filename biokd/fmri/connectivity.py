@@ -8,6 +8,7 @@ always states the kind and the estimator; ``estimator="empirical"`` with ``kind=
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,18 +261,28 @@ def _covars_frame(sites: list[str], covariates: dict[str, Sequence[float]] | Non
     return frame
 
 
-def _fit_combat(fc: np.ndarray, sites: list[str], covariates) -> dict[str, Any]:
-    from neuroHarmonize import harmonizationLearn
+def _neuroharmonize():
+    try:
+        import neuroHarmonize
+    except ImportError as err:
+        raise ConfigError(
+            "harmonize='combat' needs neuroHarmonize: pip install --no-deps neuroHarmonize neuroCombat statsmodels "
+            "(its metadata pins numpy<2, pandas<3; it runs with numpy 2 and pandas 3)"
+        ) from err
+    return neuroHarmonize
 
+
+def _fit_combat(fc: np.ndarray, sites: list[str], covariates) -> dict[str, Any]:
     if len(set(sites)) < 2:
         raise ConfigError("ComBat needs training subjects from at least 2 sites")
-    model, _ = harmonizationLearn(_upper(fc), _covars_frame([str(s) for s in sites], covariates))
+    with warnings.catch_warnings():  # neuroHarmonize's own use of np.matrix
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        model, _ = _neuroharmonize().harmonizationLearn(_upper(fc), _covars_frame(sites, covariates))
     return model
 
 
 def _apply_combat(state: GroupState, fc: np.ndarray, sites: list[str], covariates) -> np.ndarray:
-    from neuroHarmonize import harmonizationApply
-
+    harmonization_apply = _neuroharmonize().harmonizationApply
     unseen = sorted(set(sites) - set(state.train_sites))
     if unseen:
         raise ConfigError(
@@ -287,5 +298,5 @@ def _apply_combat(state: GroupState, fc: np.ndarray, sites: list[str], covariate
     cov = None
     if covariates:
         cov = {k: list(np.asarray(v, np.float64)) + [float(np.mean(v))] * len(absent) for k, v in covariates.items()}
-    out = harmonizationApply(np.vstack([vec, pad]), _covars_frame(all_sites, cov), state.combat)[: len(vec)]
+    out = harmonization_apply(np.vstack([vec, pad]), _covars_frame(all_sites, cov), state.combat)[: len(vec)]
     return _from_upper(out, fc.shape[-1], fc[0].diagonal() * np.eye(fc.shape[-1]))
