@@ -1,8 +1,8 @@
 """Generated ABIDE-like sites written as real ``.1D`` files and a real-format phenotypic CSV.
 
 GENERATED DATA: a low-rank network model of ROI time series with site effects (scanner gain and offset, noise
-level, number of time points) and a planted group difference (a shared signal added to both ROIs of a few
-connections in the autism group). For demos and tests only, never a substitute for ABIDE.
+level, number of time points) and a planted group difference (one shared signal added to a few ROIs in the
+autism group, raising the connections among them). For demos and tests only, never a substitute for ABIDE.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def write_synthetic_abide(
     pipeline: str = "cpac",
     strategy: str = "filt_noglobal",
     layout: str = "pcp",
-    n_planted: int = 6,
-    effect: float = 0.8,
+    n_planted: int = 8,
+    effect: float = 1.0,
     n_no_filename: int = 1,
     seed: int = 0,
 ) -> SyntheticAbide:
@@ -85,8 +85,9 @@ def write_synthetic_abide(
     if n_sites > len(SITE_NAMES):
         raise ValueError(f"at most {len(SITE_NAMES)} generated sites")
     loadings = _network_loadings(rng, n_rois, n_networks=7)
-    pairs = rng.choice(n_rois, size=(n_planted, 2), replace=False) if 2 * n_planted <= n_rois else None
-    planted = [tuple(sorted(map(int, p))) for p in (pairs if pairs is not None else [])]
+    # the planted difference: n_planted ROIs share one extra signal in the autism group (their pairwise edges)
+    planted_rois = sorted(map(int, rng.choice(n_rois, size=min(n_planted, n_rois), replace=False)))
+    planted = [(a, b) for i, a in enumerate(planted_rois) for b in planted_rois[i + 1 :]]
     labels = [str(2000 + i + 1) for i in range(n_rois)]
     files: dict[str, Path] = {}
     rows: list[dict] = []
@@ -136,10 +137,7 @@ def write_synthetic_abide(
             load = loadings + site_mix + 0.15 * rng.standard_normal(loadings.shape)
             x = rng.standard_normal((T, load.shape[1])) @ load.T + spec["noise"] * rng.standard_normal((T, n_rois))
             if dx == 1:
-                for a, b in planted:
-                    shared = effect * rng.standard_normal(T)
-                    x[:, a] += shared
-                    x[:, b] += shared
+                x[:, planted_rois] += effect * rng.standard_normal((T, 1))
             x = spec["gain"] * (1.0 + 0.05 * x) + rng.uniform(-200, 200, n_rois)
             path = roi_path(root, row["FILE_ID"], atlas, pipeline, strategy, layout)
             files[row["FILE_ID"]] = write_roi_file(path, x, labels)
