@@ -63,6 +63,9 @@ def test_bands_are_checked_against_the_axis_in_hertz():
     # 50 Hz sampling: Nyquist 25 Hz, gamma starts at 30 Hz
     with pytest.raises(ConfigError, match=r"'gamma' \(30-100 Hz\).*Nyquist 25 Hz.*above the highest bin"):
         losses.band_weights(100, 50.0, {"gamma": 1.0})
+    # the former term ran along 4 patch tokens (one per second): its bins 0, 0.25, 0.5 Hz reach no band above delta
+    with pytest.raises(ConfigError, match=r"'alpha' \(8-13 Hz\).*4 samples at sfreq 1 Hz"):
+        losses.check_bands(4, 1.0, {"alpha": 1.0})
     with pytest.raises(ConfigError, match=r"known bands: delta 0\.5-4 Hz, theta"):
         losses.check_bands(100, 50.0, {"mu": 1.0})
     with pytest.raises(ConfigError, match="weight must be a number >= 0"):
