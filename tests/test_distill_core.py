@@ -97,10 +97,10 @@ def test_kd_kl_matches_definition_and_scales_with_t_squared():
 def test_spectral_loss_zero_for_identical_positive_for_phase_shift():
     time = torch.arange(64, dtype=torch.float32) / 64
     x = torch.stack([torch.sin(2 * math.pi * f * time) for f in (3, 5, 9)], dim=-1)[None]  # (1, 64, 3)
-    assert losses.spectral_loss(x, x, dim=1).item() == pytest.approx(0.0, abs=1e-5)
+    assert losses.spectral_loss(x, x, sfreq=64.0, dim=1).item() == pytest.approx(0.0, abs=1e-5)
     shifted = torch.roll(x, 4, dims=1)
-    mag_only = losses.spectral_loss(x, shifted, dim=1, phase=0.0).item()
-    both = losses.spectral_loss(x, shifted, dim=1).item()
+    mag_only = losses.spectral_loss(x, shifted, sfreq=64.0, dim=1, phase=0.0).item()
+    both = losses.spectral_loss(x, shifted, sfreq=64.0, dim=1).item()
     assert mag_only == pytest.approx(0.0, abs=1e-5)  # a circular shift keeps magnitudes...
     assert both > 0.1  # ...and moves phases
 
@@ -109,7 +109,7 @@ def test_band_weights_follow_eeg_bands():
     w = losses.band_weights(200, 200.0, {"alpha": 2.0, "beta": 0.5})
     freqs = torch.fft.rfftfreq(200, 1 / 200)
     assert w[freqs == 10].item() == 2.0 and w[freqs == 20].item() == 0.5 and w[freqs == 50].item() == 0.0
-    with pytest.raises(KeyError, match="known bands"):
+    with pytest.raises(ConfigError, match="known bands"):
         losses.band_weights(200, 200.0, {"mu": 1.0})
 
 
