@@ -255,37 +255,74 @@ class Spectral(FeatureTerm):
         if self.bands:
             n = student_view.shape[self.time_dim]
             try:
-                losses.check_bands(n, self.sfreq, self.bands)
+                losses.check_bands(n, self.sfreq, self.bands)  # type: ignore[arg-type]
             except (ConfigError, ValueError) as err:
                 raise ConfigError(f"term {self.name!r}: {err}") from None
 
     def value(self, step):
         s, t = self.pair(step)
-        kwargs: dict[str, Any] = {"dim": self.time_dim, "magnitude": self.magnitude, "phase": self.phase}
-        if self.bands:
-            kwargs["weights"] = losses.band_weights(s.shape[self.time_dim], self.sfreq, self.bands, s.device)
-        return losses.spectral_loss(s, t, **kwargs)
+        return losses.spectral_loss(
+            s, t, sfreq=self.sfreq or 1.0, dim=self.time_dim, bands=self.bands, magnitude=self.magnitude,
+            phase=self.phase,
+        )  # fmt: skip
 
 
 @dataclass
 class Connectivity(FeatureTerm):
-    """Channel-by-channel connectivity of student and teacher features ``(B, C, ...)``, compared by MSE."""
+    """Channel-by-channel connectivity of student and teacher activity ``(B, C, T)``, compared by MSE of the
+    off-diagonal entries: correlation of average-referenced channels, or band-limited coherence (``sfreq``)."""
 
     kind_name: ClassVar[str] = "connectivity"
     needs_projection: ClassVar[bool] = False
+    measure: Literal["correlation", "coherence"] = "correlation"
+    sfreq: float | None = None
+    band: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.measure == "coherence" and (self.sfreq is None or not self.band or len(self.band) != 2):
+            raise ConfigError(f"term {self.name!r}: coherence needs `sfreq` and `band: [low_hz, high_hz]`")
 
     def setup(self, distiller, teacher_view, student_view):
         super().setup(distiller, teacher_view, student_view)
         t = teacher_view[:, 0] if len(self.teacher) > 1 else teacher_view
-        if student_view.shape[1] != t.shape[1]:
-            raise ConfigError(
-                f"term {self.name!r}: the student's {self.student!r} has {student_view.shape[1]} channels, the "
-                f"teacher's {t.shape[1]}; connectivity compares channel × channel matrices of equal size"
-            )
+        try:
+            losses.check_channels(student_view.shape[1], t.shape[1], f"term {self.name!r}")
+        except ConfigError as err:
+            raise ConfigError(f"{err} (student {self.student!r}, teacher {self.teacher})") from None
 
     def value(self, step):
         s, t = self.pair(step)
-        return losses.connectivity_loss(s, t)
+        if self.measure == "coherence":
+            band = tuple(self.band)  # type: ignore[arg-type]
+            return losses.connectivity_loss(s.flatten(2), t.flatten(2), kind="coherence", sfreq=self.sfreq, band=band)
+        return losses.connectivity_loss(s.flatten(2), t.flatten(2))
+
+
+@dataclass
+class Alignment(FeatureTerm):
+    """Embedding alignment for cross-modal and graph KD: ``cka`` (1 − linear CKA over the batch), ``info_nce``
+    (contrastive, positives = the same item), ``relational`` (RKD distances between items) or ``similarity``
+    (node-by-node similarity structure, e.g. ROI × ROI), on pooled features ``(B, D)`` or nodes ``(B, N, D)``."""
+
+    kind_name: ClassVar[str] = "alignment"
+    metric: Literal["cka", "info_nce", "relational", "similarity"] = "cka"
+    temperature: float = 0.1
+
+    @property
+    def needs_projection(self) -> bool:  # type: ignore[override]
+        return self.metric == "info_nce"
+
+    def value(self, step):
+        s, t = self.pair(step)
+        if self.metric == "similarity":
+            return losses.similarity_structure(s, t)
+        s, t = s.flatten(1), t.flatten(1)
+        if self.metric == "cka":
+            return losses.cka_loss(s, t)
+        if self.metric == "relational":
+            return losses.relational_distance(s, t)
+        return losses.info_nce(s, t, self.temperature)
 
 
 def pool_features(x: torch.Tensor, pool: str | list[int]) -> torch.Tensor:
@@ -299,7 +336,7 @@ def pool_features(x: torch.Tensor, pool: str | list[int]) -> torch.Tensor:
 
 #: Term kind → class. Round-1 kinds ``cross_entropy`` and ``mse`` name the task loss.
 TERMS: dict[str, type[Term]] = {
-    cls.kind_name: cls for cls in (TaskLoss, KD, OutputMatch, Feature, Spectral, Connectivity)
+    cls.kind_name: cls for cls in (TaskLoss, KD, OutputMatch, Feature, Spectral, Connectivity, Alignment)
 }
 TERMS["cross_entropy"] = TaskLoss
 TERMS["mse"] = TaskLoss
