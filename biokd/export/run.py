@@ -369,7 +369,11 @@ def run_meta(run_dir: str | Path, data_root: str | Path | None = None) -> dict[s
     if not spec_path.is_file():
         raise ExportError(f"{spec_path}: missing; a run folder holds model.json (the student's class and kwargs)")
     spec = _read_json(spec_path)
-    if not isinstance(spec, dict) or "class" not in spec or not isinstance(spec.get("kwargs", {}), dict):
+    if (
+        not isinstance(spec, dict)
+        or not {"name", "class"} & spec.keys()
+        or not isinstance(spec.get("kwargs", {}), dict)
+    ):
         raise ExportError(f'{spec_path}: expected {{"class": "biokd.students....", "kwargs": {{...}}}}; got {spec!r}')
     config = _read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
     data_cfg = config.get("data") or {}
