@@ -392,10 +392,13 @@ def _provider(protocol: Mapping[str, Any]) -> Provider:
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
+    from ..config import safe_load_yaml
+    from ..errors import ConfigError
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ExportError(f"{path}: not valid YAML ({err})") from err
+        data = safe_load_yaml(path.read_text()) or {}
+    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as err:
+        raise ExportError(f"{path}: not a readable YAML config ({err})") from None
     if not isinstance(data, dict):
         raise ExportError(f"{path}: expected a mapping at the top level")
     return data
