@@ -29,6 +29,8 @@ def preprocess(
         steps = tuple(int(h) for h in horizons.split(","))
     except ValueError:
         raise ConfigError(f"--horizons: expected comma-separated step counts like '6,12'; got {horizons!r}") from None
+    if any(h < 1 for h in steps):
+        raise ConfigError(f"--horizons: steps must be positive (the target follows the input); got {horizons!r}")
     report = preprocess_ohiot1dm(
         root,
         out,
