@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,14 @@ def load_torch(path: str | Path, map_location: str = "cpu") -> Any:
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; the error says enough
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), "")
         raise WeightsError(
             f"{path}: refused by weights-only loading (it holds objects other than tensors and plain "
-            f"containers): {str(err).splitlines()[0]}"
+            f"containers; nothing in it was run){': ' + detail if detail else ''}"
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         raise WeightsError(f"{path}: not a readable torch checkpoint ({err})") from err

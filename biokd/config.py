@@ -103,7 +103,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
         except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     for item in overrides or []:
@@ -128,7 +128,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     try:
         node[parts[-1]] = safe_load_yaml(raw)
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {item!r}: the value is not valid YAML ({err})") from None
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({' '.join(str(err).split())})") from None
 
 
 def dump_yaml(obj: Any) -> str:

@@ -398,7 +398,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = safe_load_yaml(path.read_text()) or {}
     except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as err:
-        raise ExportError(f"{path}: not a readable YAML config ({err})") from None
+        raise ExportError(f"{path}: not a readable YAML config ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
         raise ExportError(f"{path}: expected a mapping at the top level")
     return data
