@@ -28,6 +28,27 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    A run killed inside the block leaves ``path`` absent (never half-filled), so the next run starts afresh; the
+    leftover temporary folder of a killed run is removed then.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _new_temp(path: Path) -> Path:
     """A fresh empty file beside ``path``, created with mode 0666 less the umask (``mkstemp`` would force 0600)."""
     for _ in range(100):

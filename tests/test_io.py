@@ -24,3 +24,16 @@ def test_atomic_writes_respect_the_umask(tmp_path, umask, mode):
         os.umask(old)
     assert [oct(p.stat().st_mode & 0o777) for p in paths] == [oct(mode)] * 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json", "c.npy", "d.pt"]  # no temporaries left
+
+
+def test_atomic_dir_leaves_nothing_half_written(tmp_path):
+    from biokd._io import atomic_dir
+
+    target = tmp_path / "release"
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:  # a run killed while generating
+        (tmp / "S001R04.edf").write_bytes(b"part")
+        raise KeyboardInterrupt
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:  # the re-run starts afresh and publishes the whole folder at once
+        (tmp / "S001R04.edf").write_bytes(b"whole")
+    assert [p.name for p in target.iterdir()] == ["S001R04.edf"] and list(tmp_path.iterdir()) == [target]
