@@ -162,20 +162,21 @@ def export_model(
     return ExportResult(fmt, final, report, card, card_paths, info)
 
 
-def check_out(out: str | Path) -> Path:
-    """An export path that can be written: not a folder, its parent a writable folder (made if missing)."""
+def check_out(out: str | Path, create: bool = True) -> Path:
+    """An export path that can be written: not a folder, under a writable folder (made if ``create``)."""
     out = Path(out)
     if out.is_dir():
         raise ExportError(f"{out}: is a folder; --out names the exported file (e.g. {out / 'student.onnx'})")
     parent = next((p for p in out.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise ExportError(f"{parent}: is a file, so {out} cannot be written under it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ExportError(f"{out.parent}: cannot create the output folder ({err.strerror})") from None
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise ExportError(f"{out.parent}: not writable, so {out.name} cannot be written there")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"{parent}: not writable, so {out} cannot be written there")
+    if create:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ExportError(f"{out.parent}: cannot create the output folder ({err.strerror})") from None
     return out
 
 
@@ -604,7 +605,7 @@ def export_run(
         raise ExportError(f"n_heldout (--n-heldout) must be at least 1; got {n_heldout}")
     if n_calibration < 1:
         raise ExportError(f"n_calibration (--n-calibration) must be at least 1; got {n_calibration}")
-    out = check_out(out if out is not None else Path(run_dir) / "export" / f"student{SUFFIXES[fmt]}")
+    out = check_out(out if out is not None else Path(run_dir) / "export" / f"student{SUFFIXES[fmt]}", create=False)
     require_toolchain(fmt)
     model, meta = load_student(run_dir, data_root)
     _require_data(meta)
