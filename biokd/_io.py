@@ -6,7 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,45 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    A run killed inside the block leaves ``path`` absent (never half-filled), so the next run starts afresh; the
+    leftover temporary folder of a killed run is removed then.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _new_temp(path: Path) -> Path:
+    """A fresh empty file beside ``path``, created with mode 0666 less the umask (``mkstemp`` would force 0600)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -65,11 +97,14 @@ def load_torch(path: str | Path, map_location: str = "cpu") -> Any:
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr; the error says enough
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line), "")
         raise WeightsError(
             f"{path}: refused by weights-only loading (it holds objects other than tensors and plain "
-            f"containers): {str(err).splitlines()[0]}"
+            f"containers; nothing in it was run){': ' + detail if detail else ''}"
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         raise WeightsError(f"{path}: not a readable torch checkpoint ({err})") from err

@@ -42,8 +42,10 @@ def main() -> None:
         app()
     except BiokdError as err:
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # The message holds user text (paths, values): printed as plain text, never parsed as console markup.
+        Console(stderr=True).print(Text.assemble(("error:", "bold red"), f" {err}"), highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -19,6 +19,37 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 
+#: A config is a page of settings: larger documents, or many aliases (a "billion laughs" expands a few lines
+#: into an exponential tree that validation would walk), are refused before they are built.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_ALIASES = 100
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a document with more than :data:`MAX_ALIASES` aliases."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.n_aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.n_aliases += 1
+            if self.n_aliases > MAX_ALIASES:
+                raise ConfigError(f"more than {MAX_ALIASES} YAML aliases (*name); a config needs few or none")
+        return super().compose_node(parent, index)
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` bounded in size and aliases (raises ConfigError or yaml.YAMLError)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{len(text):,} characters; a config holds at most {MAX_CONFIG_BYTES:,}")
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, refusing unknown keys and ill-typed values."""
@@ -65,10 +96,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config holds at most {MAX_CONFIG_BYTES:,}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+            data = safe_load_yaml(path.read_text()) or {}
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     for item in overrides or []:
         apply_override(data, item)
     try:
@@ -93,16 +130,23 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         if isinstance(node, list):
             index = _list_item(node, part, item)
             if last:
-                node[index] = yaml.safe_load(raw)
+                node[index] = _value(raw, item)
                 return
             node = node[index]
             continue
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {parts[depth - 1]!r} is not a section")
         if last:
-            node[part] = yaml.safe_load(raw)
+            node[part] = _value(raw, item)
             return
         node = node.setdefault(part, {})
+
+
+def _value(raw: str, item: str) -> Any:
+    try:
+        return safe_load_yaml(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({' '.join(str(err).split())})") from None
 
 
 def _list_item(items: list[Any], part: str, item: str) -> int:

@@ -322,3 +322,68 @@ def test_evaluation_scores_each_target_once_and_averages_the_2020_six(release: P
     # Test readings rise 1 mg/dL per 5 min, so persistence misses by 6 at 30 min and 12 at 60 min, except
     # at origins inside the 09:30-09:40 gap, whose input holds the 09:25 reading: 7, 8 and 9 behind.
     assert m30["mae"] == pytest.approx((30 * 6 + 7 + 8 + 9) / 33)
+
+
+# -- impossible values and timestamps (issue 14, items 6 and 7) ------------------------------------------------
+def _release_with(tmp_path: Path, training: str, testing: str) -> Path:
+    write(tmp_path / "r" / "train", "540-ws-training.xml", training)
+    write(tmp_path / "r" / "test", "540-ws-testing.xml", testing)
+    return tmp_path / "r"
+
+
+def test_impossible_values_are_excluded_and_counted_per_stream(tmp_path: Path) -> None:
+    # Four impossible readings inside the training gap (slots 30-33), a negative bolus and a negative meal.
+    bad_cgm = "".join(f'<event ts="{ts(5 * k + 0.5)}" value="{v}"/>' for k, v in zip(range(30, 34), BAD, strict=True))
+    text = xml_training(
+        extra_cgm=bad_cgm,
+        extra_bolus=f'<event ts_begin="{ts(50)}" ts_end="{ts(50)}" type="normal" dose="-300"/>',
+        extra_meal=f'<event ts="{ts(55)}" type="Lunch" carbs="-1e9"/>',
+    )
+    root = _release_with(tmp_path, text, xml_testing())
+    grid = build_grid(records(root))
+    f = grid.frame
+    assert np.isnan(f["cgm_raw"].to_numpy()[24:36]).all() and np.isfinite(f["cgm"]).all()
+    assert f["carbs"].sum() == 45 and f["bolus"].to_numpy()[10] == 0.0
+    assert grid.notes["out_of_range"] == {
+        "training glucose_level": {"value outside [20, 600]": 4},
+        "training bolus": {"dose outside [0, 75]": 1},
+        "training meal": {"carbs outside [0, 500]": 1},
+    }
+    w = make_windows(grid, history=12, val_fraction=0.0)
+    assert np.isfinite(w.inputs).all() and np.nanmax(w.target) <= 600 and np.nanmin(w.target) >= 20
+
+
+BAD = ("1e999", "-inf", "-50", "100000")
+
+
+def test_a_reading_a_century_later_is_a_time_outlier(tmp_path: Path) -> None:
+    late = (T0 + timedelta(days=36500)).strftime("%d-%m-%Y %H:%M:%S")
+    root = _release_with(tmp_path, xml_training(extra_cgm=f'<event ts="{late}" value="150"/>'), xml_testing())
+    grid = build_grid(records(root))
+    assert len(grid.frame) == 144  # as without the outlier
+    assert grid.notes["time_outliers"]["training"]["excluded_events"] == {"glucose_level": 1}
+
+
+def test_a_mistyped_date_in_the_testing_file_does_not_empty_training(tmp_path: Path) -> None:
+    swapped = (T0 - timedelta(days=60)).strftime("%d-%m-%Y %H:%M:%S")  # e.g. a day/month swap
+    testing = xml_testing().replace("<glucose_level>", f'<glucose_level><event ts="{swapped}" value="150"/>')
+    root = _release_with(tmp_path, xml_training(), testing)
+    w = make_windows(build_grid(records(root)), history=12, val_fraction=0.25)
+    clean = make_windows(
+        build_grid(records(_release_with(tmp_path / "c", xml_training(), xml_testing()))), 12, val_fraction=0.25
+    )
+    assert w.notes["windows"] == clean.notes["windows"] and w.notes["windows"]["train"] > 0
+
+
+def test_a_testing_file_before_its_training_file_is_refused(tmp_path: Path) -> None:
+    root = _release_with(tmp_path, xml_testing(), xml_training())  # the two files' contents swapped
+    with pytest.raises(DataError, match=r"540-ws-testing\.xml: the testing file begins .* before its training file"):
+        build_grid(records(root))
+
+
+@pytest.mark.parametrize("horizons", [(-6, 0), (0,), ()])
+def test_horizons_must_be_positive(release: Path, horizons) -> None:
+    from biokd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="horizons must be positive"):
+        make_windows(build_grid(records(release)), history=12, horizons=horizons)

@@ -364,3 +364,16 @@ def test_cli_summary_and_overrides(synthetic_root: Path, tmp_path: Path, monkeyp
     assert "left_fist" in stdout and "both_feet" in stdout
     code, stdout, _ = _run(monkeypatch, capsys, *args, "--set", "n_times=640")
     assert code == 0 and "0 processed, 2 reused" in stdout
+
+
+def test_truncated_edf_is_refused_or_skipped_and_counted(synthetic_root: Path, tmp_path: Path) -> None:
+    raw_root = tmp_path / "raw"
+    shutil.copytree(synthetic_root, raw_root)
+    cut = run_path(raw_root, 2, 8)
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # a download cut in half: the header still promises every record
+    with pytest.raises(DataError, match=r"S002R08\.edf: truncated EDF file: the header promises \d+ data records"):
+        preprocess_physionet_mi(raw_root, tmp_path / "out", progress=False)
+    report = preprocess_physionet_mi(raw_root, tmp_path / "out2", skip_bad=True, progress=False)
+    assert report.processed == ["S001"] and list(report.skipped) == ["S002"]
+    assert "truncated" in report.skipped["S002"] and str(cut) in report.skipped["S002"]

@@ -32,6 +32,40 @@ def parse_subjects(text: str) -> list[int]:
     return sorted(set(numbers))
 
 
+def check_out_folder(out: Path) -> Path:
+    """``--out`` as a folder that can be written: not a file, not under a file, writable (made if missing)."""
+    import os
+
+    from ..errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: --out is a file; it must name a folder (new or written by biokd before)")
+    parent = next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ConfigError(f"{parent}: is a file, so --out {out} cannot be made under it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{out}: cannot create the --out folder ({err.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"{out}: the --out folder is not writable")
+    return out
+
+
+def require_kept_subjects(out: Path, what: str = "subject") -> None:
+    """A build that kept no subject (all skipped with --skip-bad) is an error naming the skipped ones."""
+    import json
+
+    from ..errors import DataError
+
+    report = json.loads((out / "report.json").read_text())
+    if report.get("processed") or report.get("reused"):
+        return
+    skipped = report.get("skipped") or {}
+    listed = "; ".join(f"{s}: {why}" for s, why in skipped.items()) or "none found"
+    raise DataError(out, f"no {what} was kept, the dataset is empty ({len(skipped)} skipped: {listed})")
+
+
 def print_build_summary(out: Path, dataset: str, notes: Callable[[dict[str, Any]], list[str]] = lambda r: []) -> None:
     """Windows per split and class, subjects per split, processed / reused / skipped, then ``notes(report)``."""
     import json
@@ -60,7 +94,7 @@ def print_build_summary(out: Path, dataset: str, notes: Callable[[dict[str, Any]
         f"subjects: {len(report['processed'])} processed, {len(report['reused'])} reused, {report['n_skipped']} skipped"
     )
     for subject, why in report["skipped"].items():
-        console.print(f"  skipped {subject}: {why}", highlight=False, soft_wrap=True)
+        console.print(f"  skipped {subject}: {why}", markup=False, highlight=False, soft_wrap=True)
     for line in notes(report):
-        console.print(line, highlight=False, soft_wrap=True)
-    console.print(f"report: {out / 'report.json'}", highlight=False, soft_wrap=True)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"report: {out / 'report.json'}", markup=False, highlight=False, soft_wrap=True)

@@ -27,4 +27,4 @@ def demo(
         "[bold]Note:[/] the data were generated and the teacher was not pretrained; the numbers show that the "
         "pipeline works, not clinical performance."
     )
-    console.print(f"report: {report}")
+    console.print(f"report: {report}", markup=False)

@@ -345,6 +345,8 @@ def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
             dtype = _ST_DTYPES[info["dtype"]]
             start, end = info["data_offsets"]
             shape = [int(s) for s in info["shape"]]
+            if any(s < 0 for s in shape):
+                raise ValueError(f"tensor {name}: negative dimension in shape {shape}")
             count = 1
             for s in shape:
                 count *= s

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from ..commands._shared import JOBS, OUT, SET, parse_subjects, print_build_summary
+from ..commands._shared import (
+    JOBS,
+    OUT,
+    SET,
+    check_out_folder,
+    parse_subjects,
+    print_build_summary,
+    require_kept_subjects,
+)
 
 
 def preprocess(
@@ -23,12 +31,14 @@ def preprocess(
 
     protocol = load_config(FacedProtocol, None, set_)
     numbers = parse_subjects(subjects) if subjects else None
+    check_out_folder(out)
     preprocess_faced(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad)
+    require_kept_subjects(out)
     print_build_summary(out, "FACED", _notes)
 
 
 def _notes(report: dict) -> list[str]:
     """Where the windows came from, and subjects whose amplitudes look like volts rather than µV."""
     lines = [f"read from {report['processed_dir']}/"]
-    lines += [f"  [yellow]check units[/] {s}: {why}" for s, why in report["suspect_units"].items()]
+    lines += [f"  check units {s}: {why}" for s, why in report["suspect_units"].items()]
     return lines

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from ..commands._shared import JOBS, OUT, SET, parse_subjects, print_build_summary
+from ..commands._shared import (
+    JOBS,
+    OUT,
+    SET,
+    check_out_folder,
+    parse_subjects,
+    print_build_summary,
+    require_kept_subjects,
+)
 
 
 def preprocess(
@@ -23,7 +31,9 @@ def preprocess(
 
     protocol = load_config(PhysionetMIProtocol, None, set_)
     numbers = parse_subjects(subjects) if subjects else None
+    check_out_folder(out)
     preprocess_physionet_mi(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad)
+    require_kept_subjects(out)
     print_build_summary(out, "PhysioNet-MI", _notes)
 
 

@@ -50,6 +50,7 @@ QUICK = DemoSize(
 
 def run_eeg_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0, jobs: int = 2) -> Path:
     """Run the demo into ``out``; returns the path of the HTML report."""
+    from .._io import atomic_dir
     from .physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
     from .synthetic import write_synthetic_eegmmidb
 
@@ -67,7 +68,8 @@ def run_eeg_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0, j
     raw = out / "eegmmidb"
     if not raw.is_dir():
         log.info(f"generating {n} subjects in the EEGMMIDB layout under {raw}")
-        write_synthetic_eegmmidb(raw, subjects=range(1, n + 1), seed=seed, n_trials_per_run=size.trials_per_run)
+        with atomic_dir(raw) as tmp:  # a demo killed while generating leaves no half-written release
+            write_synthetic_eegmmidb(tmp, subjects=range(1, n + 1), seed=seed, n_trials_per_run=size.trials_per_run)
     protocol = PhysionetMIProtocol(channels=MONTAGE, **splits)
     report = preprocess_physionet_mi(raw, out / "preprocessed", protocol=protocol, jobs=jobs, progress=False)
     log.info(f"preprocessed {report.n_windows} windows ({time.perf_counter() - start:.0f} s so far)")

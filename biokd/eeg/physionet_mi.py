@@ -304,10 +304,39 @@ def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, 
     return SubjectItems(arrays={"eeg": data}, rows=rows, notes=notes)
 
 
+def check_edf_length(path: Path) -> None:
+    """A :class:`DataError` if an EDF/BDF file is shorter than its header says (a truncated file).
+
+    Written here because MNE only warns and reads the records that are there, so the lost windows would vanish.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(256)
+        try:
+            header_bytes, n_records, ns = int(head[184:192]), int(head[236:244]), int(head[252:256])
+            fh.seek(256 + ns * 216)  # per-signal fields; "samples per record" is the 9th (8 bytes each)
+            field = fh.read(ns * 8)
+            samples = [int(field[i * 8 : i * 8 + 8]) for i in range(ns)]
+        except ValueError:
+            raise DataError(path, "damaged EDF header: record or signal counts are not numbers") from None
+    if n_records < 0:  # -1: unknown during recording; nothing to check against
+        return
+    width = 3 if head[:1] == b"\xff" else 2  # BDF stores 24-bit samples, EDF 16-bit
+    record = sum(samples) * width
+    expected, size = header_bytes + n_records * record, path.stat().st_size
+    if size < expected:
+        whole = (size - header_bytes) // record if record else 0
+        raise DataError(
+            path,
+            f"truncated EDF file: the header promises {n_records} data records ({expected:,} bytes) but the file "
+            f"holds {size:,} bytes ({max(whole, 0)} complete records); re-download it",
+        )
+
+
 def _read_run(path: Path) -> Any:
     """Read one EDF+ run with MNE, turning any failure into a :class:`DataError` naming the file."""
     import mne
 
+    check_edf_length(path)
     try:
         raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
     except Exception as err:  # MNE raises bare Exception for undecodable annotation bytes

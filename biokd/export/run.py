@@ -106,8 +106,7 @@ def export_model(
         heldout = _synthetic(examples, names)
         heldout_source = "synthetic standard-normal (no held-out windows given)"
     heldout_source = heldout_source or "held-out"
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_out(out)
     precision = "int8" if fmt.endswith("int8") else "fp32"
     output_name = "logits" if task == "classification" else "forecast"
 
@@ -134,15 +133,21 @@ def export_model(
             targets=stack_targets(heldout, task),  # type: ignore[arg-type]
             source=heldout_source,
         )
+        # The card is made on the built file before anything is published, then the pair is published with no
+        # moment where a card sits beside a file it does not describe: the old card goes first, the new one
+        # comes last, and read_card checks the pair (sha256) on read.
         final = out if report.passed else out.with_name(out.name + ".failed")
-        os.replace(built, final)
+        staged = workdir / final.name
+        os.replace(built, staged)
+        card = _card(
+            staged, fmt, report, task, model, examples, names, output_name, expected.shape[-1], info, card_info, measure
+        )
+        for stale in card_paths_of(final):
+            stale.unlink(missing_ok=True)
+        os.replace(staged, final)
     finally:
         torch.set_num_threads(threads)
         shutil.rmtree(workdir, ignore_errors=True)
-
-    card = _card(
-        final, fmt, report, task, model, examples, names, output_name, expected.shape[-1], info, card_info, measure
-    )
     from .card import write_card
 
     card_paths = write_card(final, card)
@@ -154,6 +159,50 @@ def export_model(
             failed_path=final,
         )
     return ExportResult(fmt, final, report, card, card_paths, info)
+
+
+def check_out(out: str | Path, create: bool = True) -> Path:
+    """An export path that can be written: not a folder, under a writable folder (made if ``create``)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ExportError(f"{out}: is a folder; --out names the exported file (e.g. {out / 'student.onnx'})")
+    parent = next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ExportError(f"{parent}: is a file, so {out} cannot be written under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"{parent}: not writable, so {out} cannot be written there")
+    if create:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ExportError(f"{out.parent}: cannot create the output folder ({err.strerror})") from None
+    return out
+
+
+def card_paths_of(export_path: str | Path) -> tuple[Path, Path]:
+    """``<export>.card.json`` and ``<export>.card.md``."""
+    export_path = Path(export_path)
+    return export_path.with_name(export_path.name + ".card.json"), export_path.with_name(export_path.name + ".card.md")
+
+
+def read_card(export_path: str | Path) -> dict[str, Any]:
+    """The card of an export, checked against the file it sits beside (name, size and sha256)."""
+    from .._io import sha256_file
+
+    export_path = Path(export_path)
+    json_path = card_paths_of(export_path)[0]
+    if not export_path.is_file():
+        raise ExportError(f"{export_path}: no such exported file")
+    if not json_path.is_file():
+        raise ExportError(f"{json_path}: missing; the export at {export_path} has no card (re-run the export)")
+    card = _read_json(json_path)
+    file = card.get("file") if isinstance(card, dict) else None
+    if not isinstance(file, dict) or file.get("sha256") != sha256_file(export_path):
+        raise ExportError(
+            f"{json_path}: does not describe {export_path} (sha256 differs: the export was interrupted or one of "
+            "the two was replaced); re-run the export"
+        )
+    return card
 
 
 def _runtime_predictor(fmt: str, path: Path) -> Any:
@@ -335,10 +384,13 @@ def _provider(protocol: Mapping[str, Any]) -> Provider:
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
+    from ..config import safe_load_yaml
+    from ..errors import ConfigError
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ExportError(f"{path}: not valid YAML ({err})") from err
+        data = safe_load_yaml(path.read_text()) or {}
+    except (yaml.YAMLError, ConfigError, UnicodeDecodeError) as err:
+        raise ExportError(f"{path}: not a readable YAML config ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
         raise ExportError(f"{path}: expected a mapping at the top level")
     return data
@@ -360,7 +412,11 @@ def run_meta(run_dir: str | Path, data_root: str | Path | None = None) -> dict[s
     if not spec_path.is_file():
         raise ExportError(f"{spec_path}: missing; a run folder holds model.json (the student's class and kwargs)")
     spec = _read_json(spec_path)
-    if not isinstance(spec, dict) or "class" not in spec or not isinstance(spec.get("kwargs", {}), dict):
+    if (
+        not isinstance(spec, dict)
+        or not {"name", "class"} & spec.keys()
+        or not isinstance(spec.get("kwargs", {}), dict)
+    ):
         raise ExportError(f'{spec_path}: expected {{"class": "biokd.students....", "kwargs": {{...}}}}; got {spec!r}')
     config = _read_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
     data_cfg = config.get("data") or {}
@@ -541,6 +597,11 @@ def export_run(
     int8 calibration uses ``n_calibration`` windows of the training split.
     """
     check_format(fmt)
+    if n_heldout < 1:
+        raise ExportError(f"n_heldout (--n-heldout) must be at least 1; got {n_heldout}")
+    if n_calibration < 1:
+        raise ExportError(f"n_calibration (--n-calibration) must be at least 1; got {n_calibration}")
+    out = check_out(out if out is not None else Path(run_dir) / "export" / f"student{SUFFIXES[fmt]}", create=False)
     require_toolchain(fmt)
     model, meta = load_student(run_dir, data_root)
     _require_data(meta)
@@ -557,7 +618,6 @@ def export_run(
         method = choose_quantization(model)[0]
     needs_calibration = fmt == "executorch-int8" or (fmt == "onnx-int8" and method == "static")
     calibration = _sample(meta, meta["splits"]["train"], n_calibration, seed=1) if needs_calibration else None
-    out = Path(out) if out is not None else meta["run_dir"] / "export" / f"student{SUFFIXES[fmt]}"
     return export_model(
         model,
         heldout[0],

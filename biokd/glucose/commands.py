@@ -30,6 +30,11 @@ def preprocess(
         steps = tuple(int(h) for h in horizons.split(","))
     except ValueError:
         raise ConfigError(f"--horizons: expected comma-separated step counts like '6,12'; got {horizons!r}") from None
+    if any(h < 1 for h in steps):
+        raise ConfigError(f"--horizons: steps must be positive (the target follows the input); got {horizons!r}")
+    from ..commands._shared import check_out_folder, require_kept_subjects
+
+    check_out_folder(out)
     report = preprocess_ohiot1dm(
         root,
         out,
@@ -38,16 +43,18 @@ def preprocess(
         patients=[p.strip() for p in patients.split(",")] if patients else None,
         skip_bad=skip_bad,
     )
+    require_kept_subjects(out, "patient")
     console = Console()
     for pid, notes in report["patients"].items():
         w = notes["windows"]
         console.print(
             f"{pid}: train {w['train']}, val {w['val']}, test {w['test']} windows; "
-            f"{notes['events_skipped']} events skipped"
+            f"{notes['events_skipped']} events skipped",
+            markup=False,
         )
     for pid, why in report["skipped"].items():
-        console.print(f"[yellow]skipped {pid}[/]: {why}")
-    console.print(f"{report['n_windows']} windows in {out} (details in {out / 'report.json'})")
+        console.print(f"skipped {pid}: {why}", style="yellow", markup=False, highlight=False)
+    console.print(f"{report['n_windows']} windows in {out} (details in {out / 'report.json'})", markup=False)
 
 
 def simulate(
@@ -66,7 +73,8 @@ def simulate(
     reused = sum(bool(p.get("reused")) for p in report["patients"])
     Console().print(
         f"{len(report['patients'])} patients x {days} days in {out} ({reused} reused); "
-        f"{report['seconds_per_day']:.2f} s per simulated day and patient"
+        f"{report['seconds_per_day']:.2f} s per simulated day and patient",
+        markup=False,
     )
 
 

@@ -53,6 +53,7 @@ manifest rows (subject, release, split, origin, y_30, y_60) and the 5-minute gri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,7 +68,7 @@ import pandas as pd
 from .._io import sha256_file
 from ..data.spec import DataSpec, InputSpec, TargetSpec
 from ..data.store import SubjectItems, build_store
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 TIME_FORMAT = "%d-%m-%Y %H:%M:%S"
 RELEASES: dict[str, tuple[str, ...]] = {
@@ -397,6 +398,16 @@ class GridConfig:
     cob_peak_min: float = 40.0
     cob_duration_min: float = 360.0
     dual_normal_fraction: float = 0.5
+    #: Plausible ranges (inclusive); values outside, and non-finite ones, are excluded and counted per stream.
+    #: CGM and finger sticks: sensors and meters read about 20-600 mg/dL; basal rates: pumps allow 0-35 U/h;
+    #: a bolus 0-75 U; a meal 0-500 g of carbohydrate.
+    glucose_range: tuple[float, float] = (20.0, 600.0)
+    basal_range: tuple[float, float] = (0.0, 35.0)
+    bolus_range: tuple[float, float] = (0.0, 75.0)
+    carbs_range: tuple[float, float] = (0.0, 500.0)
+    #: Readings of one file more than this many days from the file's main run of readings are time outliers
+    #: (a mistyped date): excluded with the events around them and counted, so the grid never spans them.
+    max_gap_days: float = 7.0
 
 
 @dataclass
@@ -495,6 +506,66 @@ def _bolus_units(bolus: pd.DataFrame, origin: pd.Timestamp, edges: np.ndarray, c
     return units
 
 
+_RANGES = {"glucose_level": ("value", "glucose_range"), "finger_stick": ("value", "glucose_range"),
+           "basal": ("value", "basal_range"), "temp_basal": ("value", "basal_range"),
+           "bolus": ("dose", "bolus_range"), "meal": ("carbs", "carbs_range")}  # fmt: skip
+
+
+def _plausible(rec: PatientRecord, cfg: GridConfig, notes: dict[str, Any]) -> PatientRecord:
+    """``rec`` without out-of-range or non-finite values (counted in ``notes["out_of_range"]``)."""
+    tables = dict(rec.tables)
+    for stream, (col, name) in _RANGES.items():
+        df = rec.table(stream)
+        lo, hi = getattr(cfg, name)
+        values = df[col].to_numpy(float)
+        bad = ~(np.isfinite(values) & (values >= lo) & (values <= hi))
+        if bad.any():
+            counts = notes.setdefault("out_of_range", {}).setdefault(f"{rec.part} {stream}", {})
+            counts[f"{col} outside [{lo:g}, {hi:g}]"] = int(bad.sum())
+            tables[stream] = df[~bad].reset_index(drop=True)
+    return dataclasses.replace(rec, tables=tables)
+
+
+def _main_run(rec: PatientRecord, cfg: GridConfig, notes: dict[str, Any]) -> PatientRecord:
+    """``rec`` restricted to its main run of glucose readings: time outliers are excluded and counted."""
+    ts = rec.table("glucose_level")["ts"].sort_values().to_numpy()
+    gap = np.timedelta64(int(cfg.max_gap_days * 86400), "s")
+    breaks = np.flatnonzero(np.diff(ts) > gap)
+    if not len(breaks):
+        return rec
+    bounds = np.concatenate([[0], breaks + 1, [len(ts)]])
+    k = int(np.argmax(np.diff(bounds)))  # the run holding the most readings
+    lo, hi = ts[bounds[k]] - gap, ts[bounds[k + 1] - 1] + gap
+    tables = dict(rec.tables)
+    counts: dict[str, int] = {}
+    for stream, df in rec.tables.items():
+        times = [c for c in STREAMS.get(stream, StreamSpec(())).times if c in df]
+        if not times or df.empty:
+            continue
+        t = df[times[0]].to_numpy()
+        out = ~((t >= lo) & (t <= hi))
+        if out.any():
+            counts[stream] = int(out.sum())
+            tables[stream] = df[~out].reset_index(drop=True)
+    notes.setdefault("time_outliers", {})[rec.part] = {
+        "kept": [str(pd.Timestamp(lo + gap)), str(pd.Timestamp(hi - gap))],
+        "excluded_events": counts,
+    }
+    return dataclasses.replace(rec, tables=tables)
+
+
+def _check_order(records: Sequence[PatientRecord]) -> None:
+    """A testing file must follow its training file (the test is the last days)."""
+    first = {r.part: r.table("glucose_level")["ts"].min() for r in records}
+    if "training" in first and "testing" in first and first["testing"] < first["training"]:
+        testing = next(r for r in records if r.part == "testing")
+        raise DataError(
+            testing.path,
+            f"the testing file begins ({first['testing']}) before its training file ({first['training']}); "
+            "the test must be the last days of the recording (swapped files or a mistyped date?)",
+        )
+
+
 def _merge_records(records: Sequence[PatientRecord], notes: dict) -> tuple[dict[str, pd.DataFrame], list]:
     """Concatenate streams of consecutive files; where a file overlaps the next, the next one wins."""
     records = sorted(records, key=lambda r: r.table("glucose_level")["ts"].min())
@@ -533,6 +604,11 @@ def build_grid(records: PatientRecord | Sequence[PatientRecord], config: GridCon
     if not records or len({r.patient_id for r in records}) != 1:
         raise ValueError("build_grid needs one or more files of the same patient")
     notes: dict[str, Any] = {}
+    records = [_main_run(_plausible(r, cfg, notes), cfg, notes) for r in records]
+    for rec in records:
+        if rec.table("glucose_level").empty:
+            raise DataError(rec.path, "no glucose_level reading within the plausible range (see glucose_range)")
+    _check_order(records)
     tables, starts = _merge_records(records, notes)
     step = pd.Timedelta(minutes=cfg.step_min)
     glucose = tables["glucose_level"]
@@ -635,6 +711,10 @@ def make_windows(
     channels: Sequence[str] = CHANNELS,
 ) -> Windows:
     """Windows with ``history`` slots of ``channels`` ending at each origin, targets ``horizons`` ahead."""
+    if not horizons or any(int(h) < 1 for h in horizons):
+        raise ConfigError(f"horizons must be positive step counts (the target follows the input); got {list(horizons)}")
+    if history < 1:
+        raise ConfigError(f"history must be at least 1 step; got {history}")
     frame = grid.frame
     n, horizons = len(frame), tuple(int(h) for h in horizons)
     split = _split_labels(frame, val_fraction)
