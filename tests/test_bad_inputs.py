@@ -182,7 +182,7 @@ def ohio_testing_before_training(tmp: Path):
 def ohio_every_patient_skipped(tmp: Path):
     root = _ohio_release(tmp, training='<patient id="540"><glucose_level></patient>')
     args = ["preprocess", "ohiot1dm", "--root", str(root), "--out", str(tmp / "o"), "--skip-bad"]
-    return args, "no patient was kept"
+    return args, "no subject could be preprocessed"
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -52,20 +52,6 @@ def check_out_folder(out: Path) -> Path:
     return out
 
 
-def require_kept_subjects(out: Path, what: str = "subject") -> None:
-    """A build that kept no subject (all skipped with --skip-bad) is an error naming the skipped ones."""
-    import json
-
-    from ..errors import DataError
-
-    report = json.loads((out / "report.json").read_text())
-    if report.get("processed") or report.get("reused"):
-        return
-    skipped = report.get("skipped") or {}
-    listed = "; ".join(f"{s}: {why}" for s, why in skipped.items()) or "none found"
-    raise DataError(out, f"no {what} was kept, the dataset is empty ({len(skipped)} skipped: {listed})")
-
-
 def print_build_summary(out: Path, dataset: str, notes: Callable[[dict[str, Any]], list[str]] = lambda r: []) -> None:
     """Windows per split and class, subjects per split, processed / reused / skipped, then ``notes(report)``."""
     import json

@@ -13,7 +13,6 @@ from ..commands._shared import (
     check_out_folder,
     parse_subjects,
     print_build_summary,
-    require_kept_subjects,
 )
 
 
@@ -33,7 +32,6 @@ def preprocess(
     numbers = parse_subjects(subjects) if subjects else None
     check_out_folder(out)
     preprocess_physionet_mi(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad)
-    require_kept_subjects(out)
     print_build_summary(out, "PhysioNet-MI", _notes)
 
 

@@ -32,7 +32,7 @@ def preprocess(
         raise ConfigError(f"--horizons: expected comma-separated step counts like '6,12'; got {horizons!r}") from None
     if any(h < 1 for h in steps):
         raise ConfigError(f"--horizons: steps must be positive (the target follows the input); got {horizons!r}")
-    from ..commands._shared import check_out_folder, require_kept_subjects
+    from ..commands._shared import check_out_folder
 
     check_out_folder(out)
     report = preprocess_ohiot1dm(
@@ -43,7 +43,6 @@ def preprocess(
         patients=[p.strip() for p in patients.split(",")] if patients else None,
         skip_bad=skip_bad,
     )
-    require_kept_subjects(out, "patient")
     console = Console()
     for pid, notes in report["patients"].items():
         w = notes["windows"]
