@@ -34,6 +34,8 @@ from ..models import constructor_kwargs
 from ._torchvision_fix import ensure_torchvision_importable
 from .student import n_outputs_of
 
+ensure_torchvision_importable()  # before anything in this process imports open_clip, timm, transformers or peft
+
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
@@ -157,7 +159,7 @@ def _local_bert_folder(folder: Path, name: str) -> Path | None:
 # ---------------------------------------------------------------- tiny folder writer
 
 
-def write_tiny_biomedclip(folder: str | Path, seed: int = 0, image_size: int = 224) -> Path:
+def write_tiny_biomedclip(folder: str | Path, seed: int = 0) -> Path:
     """Write a randomly initialised small model of BiomedCLIP's architecture in the released folder format.
 
     Tiny ViT/16 (``vit_tiny_patch16_224``, linear projection, no pooling) + a 2-layer, 64-wide BERT with an MLP
@@ -216,7 +218,7 @@ def write_tiny_biomedclip(folder: str | Path, seed: int = 0, image_size: int = 2
                 "timm_model_pretrained": False,
                 "timm_pool": "",
                 "timm_proj": "linear",
-                "image_size": image_size,
+                "image_size": 224,
             },
             "text_cfg": {
                 "hf_model_name": str(bert.resolve()),
