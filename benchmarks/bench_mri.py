@@ -45,12 +45,14 @@ def bench_preprocess(n_subjects: int, voxel_mm: float, size: list[int]) -> dict:
 
 
 def bench_models(size: list[int]) -> dict:
-    import open_clip
     import torch
 
-    from biokd.mri import biomedclip  # noqa: F401  (makes torchvision importable first)
+    from biokd.mri._torchvision_fix import ensure_torchvision_importable
     from biokd.mri.student import MriResNet
     from biokd.profiling import count_flops, count_parameters
+
+    ensure_torchvision_importable()  # before open_clip imports torchvision
+    import open_clip
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-biomedclip-"))
