@@ -124,3 +124,14 @@ def test_axial_slice_groups_pick_adjacent_central_slices():
     assert groups.shape == (2, 2, 3, 4, 5)
     # centres at 30% and 70% of z (3 and 7): slices 2,3,4 and 6,7,8
     assert groups[0, :, :, 0, 0].tolist() == [[2.0, 3.0, 4.0], [6.0, 7.0, 8.0]]
+
+
+def test_open_clip_itself_reads_the_folder_like_biokd(tiny_folder, no_network):
+    import open_clip
+
+    reference, _ = open_clip.create_model_from_pretrained(f"local-dir:{tiny_folder}")
+    ours, _ = load_biomedclip(tiny_folder)
+    images = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode_image(images), reference.encode_image(images), rtol=0, atol=0)
+        assert not torch.allclose(ours.encode_image(images), ours.encode_image(images.flip(-1)))
