@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import re
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -363,8 +362,3 @@ class BiomedClipTeacher(nn.Module):
         pet_tokens = self.pet_proj(self.encode(pet)) + self.group_embed
         fused = self.cross_attention(pet_tokens, mri_tokens)
         return self.head(self.embedding(fused.mean(dim=1)))
-
-
-def copy_folder(src: str | Path, dst: str | Path) -> Path:
-    """Copy a BiomedCLIP folder (e.g. to move the tiny demo teacher), keeping its layout."""
-    return Path(shutil.copytree(src, dst, dirs_exist_ok=True))
