@@ -1,0 +1,1 @@
+"""MRI with amyloid PET guidance: OASIS-3 loading, a BiomedCLIP teacher that sees PET, an MRI-only student."""
