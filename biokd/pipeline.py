@@ -229,11 +229,18 @@ def example_inputs(model: nn.Module, spec: DataSpec) -> tuple[torch.Tensor, ...]
     return tuple(torch.zeros(1, *spec.input(k).shape) for k in model.input_keys)
 
 
-def evaluate_model(model: nn.Module, ds: ShardDataset, task: Task, n_boot: int = 1000) -> dict[str, Any]:
-    """The task's test report of ``model`` on ``ds`` (subject-bootstrap CIs) plus its size and CPU cost."""
+def predictions(model: nn.Module, ds: ShardDataset, task: Task) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Outputs, targets and subjects of ``model`` over ``ds``, computed on the model's own device."""
+    return predict_dataset(Supervised(model, task), ds, 64, model_device(model), task.key)
+
+
+def evaluate_model(
+    model: nn.Module, ds: ShardDataset, task: Task, n_boot: int = 1000, outputs: Any = None
+) -> dict[str, Any]:
+    """The task's test report of ``model`` on ``ds`` (intervals over subjects) plus its size and CPU cost."""
     from .profiling import model_summary
 
-    outputs, targets, subjects = predict_dataset(Supervised(model, task), ds, 64, model_device(model), task.key)
+    outputs, targets, subjects = outputs or predictions(model, ds, task)
     report = task.report(outputs, targets, subjects, n_boot=n_boot)
     report["model"] = model_summary(copy.deepcopy(model).cpu().eval(), example_inputs(model, ds.spec))
     return report
@@ -316,13 +323,17 @@ def train_teacher(cfg: RunConfig, out: str | Path, restart: bool = False) -> dic
             if provenance["pretrained"]
             else "Teacher trained from scratch (no pretrained weights)"
         )
-        notes = [*cfg.notes]
+        notes = [*cfg.notes, _selected(result, cfg, data.task)]
         if not provenance["pretrained"]:
             notes.insert(0, "The teacher was trained from scratch: no pretrained weights were given.")
         write_run_report(out, title, {"teacher": report["teacher"]}, data, notes, history=result.history)
         return report
 
     return _run(out, go)
+
+
+def _selected(result: Any, cfg: RunConfig, task: Task) -> str:
+    return f"Selected epoch: {result.best_epoch} of {cfg.train.epochs}, by validation {_metric(cfg, task)}."
 
 
 def _metric(cfg: RunConfig, task: Task) -> str:
@@ -351,8 +362,11 @@ def check_teacher_run(cfg: RunConfig, data: RunData) -> list[str]:
         selected = {str(s) for s in record["subjects"].get("val", [])}
     except (ValueError, KeyError, AttributeError, TypeError) as err:
         raise DataError(record_path, f"not a valid data record ({err})") from None
+    notes = []
+    if not (record.get("teacher_provenance") or {}).get("pretrained", True):
+        notes.append(f"The teacher (run {cfg.teacher.run}) was trained from scratch, not from pretrained weights.")
     if data.task.kind == "forecasting" and cfg.train.split_by == "time":
-        return []  # within-patient protocols share patients by design; time order is checked per patient
+        return notes  # within-patient protocols share patients by design; time order is checked per patient
     # trained on: never in this run's validation or test; used to select the teacher's epoch: never in its test
     leaks = {
         "val": sorted(trained & set(data.val.subjects)),
@@ -360,14 +374,17 @@ def check_teacher_run(cfg: RunConfig, data: RunData) -> list[str]:
     }
     leaks = {k: v for k, v in leaks.items() if v}
     if not leaks:
-        return []
+        return notes
     listed = "; ".join(f"{role}: {', '.join(v[:10])}{' …' if len(v) > 10 else ''}" for role, v in leaks.items())
     if not cfg.teacher.allow_overlap:
         raise LeakageError(
             f"the teacher run {cfg.teacher.run} was trained on subjects of this run's evaluation splits ({listed}); "
             "use a teacher trained on other subjects, or set teacher.allow_overlap: true (the report will say so)"
         )
-    return [f"WARNING: the teacher saw evaluation subjects of this run ({listed}); teacher.allow_overlap is set."]
+    return [
+        *notes,
+        f"WARNING: the teacher saw evaluation subjects of this run ({listed}); teacher.allow_overlap is set.",
+    ]
 
 
 def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str, Any]:
@@ -422,8 +439,8 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
             )
         result = fit(distiller, data.train, data.val, cfg.train, out, data.task, teacher_cache=cache, log=log.info)
         load_best(distiller, out)
-        reports = {"teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot)}
-        reports["student (distilled)"] = evaluate_model(student, data.test, data.task, cfg.n_boot)
+        preds = {"teacher": predictions(teacher, data.test, data.task)}
+        preds["student (distilled)"] = predictions(student, data.test, data.task)
         histories = {"student (distilled)": result.history}
         if cfg.distill.baseline:
             alone = copy.deepcopy(student_init)  # the same initial weights as the distilled student
@@ -433,25 +450,57 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
                       data.task, log=log.info)  # fmt: skip
             load_best(Supervised(alone, data.task), out / "alone")
             write_json(out / "alone" / "model.json", model_spec(alone))
-            reports["student (alone)"] = evaluate_model(alone, data.test, data.task, cfg.n_boot)
+            preds["student (alone)"] = predictions(alone, data.test, data.task)
             histories["student (alone)"] = res.history
+        models = {
+            "teacher": teacher,
+            "student (distilled)": student,
+            "student (alone)": alone if cfg.distill.baseline else None,
+        }
+        reports = {
+            name: evaluate_model(models[name], data.test, data.task, cfg.n_boot, outputs=out)
+            for name, out in preds.items()
+        }
+        differences = paired_differences(data.task, preds, cfg.n_boot)
         router = router_weights(distiller, data.test) if distiller.routers else None
         metrics: dict[str, Any] = {
             **reports,
             "student": reports["student (distilled)"],
             "best_epoch": result.best_epoch,
             "teacher_provenance": provenance,
+            "paired_differences": differences,
         }
         if router is not None:
             metrics["router_mean_weights"] = {k: w.mean(0).tolist() for k, (w, _) in router.items()}
         write_json(out / "metrics.json", metrics)
+        notes.append(_selected(result, cfg, data.task))
         write_run_report(
             out, "Distillation", reports, data, notes, router=router, history=histories,
-            layer_names={t.name: t.teacher_layers() for t in cfg.distill.terms},
+            layer_names={t.name: t.teacher_layers() for t in cfg.distill.terms}, differences=differences,
         )  # fmt: skip
         return metrics
 
     return _run(out, go)
+
+
+PAIRS = (("student (distilled)", "student (alone)"), ("student (distilled)", "teacher"))
+
+
+def paired_differences(task: Task, preds: dict[str, Any], n_boot: int) -> dict[str, Any]:
+    """Paired intervals over subjects of "distilled minus alone" and "student minus teacher" (class tasks)."""
+    if task.kind == "forecasting":
+        return {}
+    from .metrics.classification import paired_difference_ci
+
+    metrics = [m for m in task.table_metrics if m in ("balanced_accuracy", "cohen_kappa", "auroc", "f1_weighted")]
+    out = {}
+    for a, b in PAIRS:
+        if a in preds and b in preds:
+            (oa, y, subjects), (ob, _, _) = preds[a], preds[b]
+            out[f"{a} − {b}"] = paired_difference_ci(
+                metrics, y, task.probabilities(oa), task.probabilities(ob), subjects, n_boot=n_boot
+            )
+    return out
 
 
 def _device(cfg: RunConfig) -> torch.device:
@@ -527,7 +576,10 @@ def evaluate_run(
     report = evaluate_model(model, ds, task, n_boot)
     write_json(run_dir / f"metrics-{split}.json", report)
     data = RunData(ds.spec, task, ds, ds, ds)
-    write_run_report(run_dir, f"Evaluation on {split}", {"model": report}, data, [], stem=f"report-{split}")
+    sizes = [{"split": split, "items": len(ds), "subjects": len(ds.subjects)}]
+    write_run_report(
+        run_dir, f"Evaluation on {split}", {"model": report}, data, [], stem=f"report-{split}", split_sizes=sizes
+    )
     return report
 
 
@@ -542,13 +594,15 @@ def write_run_report(
     layer_names: dict[str, list[str]] | None = None,
     history: Any = None,
     stem: str = "report",
+    differences: dict[str, Any] | None = None,
+    split_sizes: list[dict[str, Any]] | None = None,
 ) -> None:
     """Side-by-side table (metrics with subject-bootstrap CIs and their unit counts, size, FLOPs, latency)."""
     from .report import write_task_report
 
     write_task_report(
-        out, title, reports, data.task, notes, split_sizes=_split_sizes(data), router=router,
-        layer_names=layer_names, history=history, stem=stem,
+        out, title, reports, data.task, notes, split_sizes=split_sizes or _split_sizes(data), router=router,
+        layer_names=layer_names, history=history, stem=stem, differences=differences,
     )  # fmt: skip
 
 

@@ -35,7 +35,7 @@ STAGES: dict[str, str] = {
 
 #: Metrics extension name (a target spec's ``metrics``) → ``fn(targets, outputs, subjects, target_spec) -> dict``.
 METRICS: dict[str, str] = {
-    "glucose": "biokd.glucose.metrics:clinical_forecast_metrics",
+    "glucose": "biokd.glucose.clinical:clinical_forecast_metrics",
 }
 
 #: Demo name (``biokd demo NAME``) → ``fn(out, quick, seed) -> report path``.

@@ -367,7 +367,7 @@ def ci_caption(reports: Mapping[str, Mapping[str, Any]]) -> str:
     level = round(100 * first.get("ci_level", 0.95))
     method = first.get("ci_method", "percentile bootstrap")
     text = f"{level}% CIs: {method} over {n} {unit}{'s' if n != 1 else ''}"
-    if n < 10:
+    if first.get("few_units", n < 10):
         text += f" (WARNING: only {n} {unit}s; intervals this small are unreliable)"
     return text
 
@@ -384,6 +384,7 @@ def write_task_report(
     layer_names: Mapping[str, Sequence[str]] | None = None,
     history: Any = None,
     stem: str = "report",
+    differences: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """A run's report for any task: data sizes, the side-by-side test table, task figures, learning curves."""
     rep = Report(title)
@@ -400,6 +401,16 @@ def write_task_report(
             "CPU ms / item (1 thread, p50)": f"{m.get('cpu_latency_ms', {}).get('p50', float('nan')):.2f}",
         }
     rep.add_table(f"Test set ({ci_caption(reports)})", comparison_rows(reports, extra, task.table_metrics))
+    diff_rows = []
+    for pair, d in (differences or {}).items():
+        row: dict[str, Any] = {"difference": pair}
+        for m, value in d.get("difference", {}).items():
+            row[task.table_metrics.get(m, m)] = format_ci(value, (d.get("ci") or {}).get(m))
+        row["subjects"] = d.get("n_units")
+        row["method"] = d.get("ci_method", "")
+        diff_rows.append(row)
+    if diff_rows:
+        rep.add_table("Paired differences on the test set (95% CIs over the same subjects)", diff_rows)
     chance = next((r.get("chance_balanced_accuracy") for r in reports.values()), None)
     if chance is not None:
         rep.add_note(f"Chance level: balanced accuracy {chance:.3f} (1 / number of classes).")

@@ -298,3 +298,37 @@ def paired_forecast_difference(
         row.update(bootstrap_ci(difference, len(r), g, n_boot=n_boot, ci=ci, seed=seed, unit="patient"))
         rows.append(row)
     return rows
+
+
+def clinical_forecast_metrics(targets: Any, outputs: Any, subjects: Any, target: Any) -> dict[str, Any]:
+    """The pipeline's glucose report extension (``biokd.registry.METRICS["glucose"]``) for one model.
+
+    Every metric of :func:`forecast_report` with its interval over patients at each horizon, and the full
+    Clarke and Parkes A–E tables; column names carry their units.
+    """
+    horizons = [float(h) for h in target.horizons]
+    report = forecast_report(targets, {"model": outputs}, horizons, subjects, n_boot=1000)
+    metric_rows = []
+    for row in report["rows"]:
+        cells: dict[str, Any] = {"horizon (min)": row["horizon_min"]}
+        for key, unit in report["units"].items():
+            if key in row and row[key] is not None and key in row.get("ci", {}):
+                low, high = row["ci"][key]
+                value = f"{row[key]:.3g}" + ("" if low is None else f" [{low:.3g}, {high:.3g}]")
+                cells[f"{key} ({unit})"] = value
+        cells["patients"] = row["n_units"]
+        cells["CI method"] = row["ci_method"]
+        metric_rows.append(cells)
+    zones = [
+        {
+            "horizon (min)": r["horizon_min"],
+            "grid": r["grid"],
+            **{f"{z} (%)": round(100 * r[f"{z}_frac"], 2) for z in ZONES},
+        }
+        for r in zone_table(targets, {"model": outputs}, horizons, subjects)
+    ]
+    return {
+        "rows": report["rows"],
+        "notes": report["notes"],
+        "tables": {"Clinical metrics (95% CIs over patients)": metric_rows, "Error-grid zones A–E": zones},
+    }
