@@ -9,7 +9,6 @@ returned by :meth:`CBraModTeacher.layer_names` (``backbone.encoder.layers.{i}``)
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -19,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import load_torch
 from ..data.spec import DataSpec
 from ..errors import BiokdError, ConfigError, WeightsError
 from ..models import constructor_kwargs
+from ..weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +223,7 @@ def load_pretrained(teacher: CBraModTeacher, path: str | Path, strict: bool = Tr
     ``proj_out.*`` and head keys are ignored (logged). Missing or unexpected keys (when ``strict``) and any
     shape mismatch raise a WeightsError naming them. Returns what was loaded and ignored.
     """
-    path = Path(path)
-    file = _weights_file(path)
-    raw = _read_safetensors(file) if file.suffix == ".safetensors" else load_torch(file)
+    file, raw = read_state_dict(path, WEIGHTS_HELP)
     state = _unwrap_state_dict(raw, file)
     state, ignored = _map_keys(state)
     if ignored:
@@ -257,20 +254,6 @@ def load_pretrained(teacher: CBraModTeacher, path: str | Path, strict: bool = Tr
     n_loaded = sum(k in expected for k in state)
     log.info("%s: loaded %d tensors into the CBraMod backbone", file, n_loaded)
     return {"file": str(file), "loaded": n_loaded, "ignored": ignored, "missing": missing, "unexpected": unexpected}
-
-
-def _weights_file(path: Path) -> Path:
-    if path.is_dir():
-        for name in ("pytorch_model.bin", "model.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise WeightsError(
-            f"{path}: folder holds neither pytorch_model.bin nor model.safetensors "
-            f"(found: {sorted(p.name for p in path.iterdir())[:20]}). {WEIGHTS_HELP}"
-        )
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such file. {WEIGHTS_HELP}")
-    return path
 
 
 def _unwrap_state_dict(raw: object, file: Path) -> dict[str, torch.Tensor]:
@@ -314,46 +297,3 @@ def _layer_hint(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.
 def _names(items: list[str]) -> str:
     shown = ", ".join(items[:_LIST_AT_MOST])
     return shown + (f", ... and {len(items) - _LIST_AT_MOST} more" if len(items) > _LIST_AT_MOST else "")
-
-
-_ST_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file (JSON header + raw little-endian tensors; holds no code by design)."""
-    data = file.read_bytes()
-    try:
-        n = int.from_bytes(data[:8], "little")
-        if len(data) < 8 or n > len(data) - 8:
-            raise ValueError("header length beyond the end of the file")
-        header = json.loads(data[8 : 8 + n])
-        body = memoryview(data)[8 + n :]
-        header.pop("__metadata__", None)
-        out: dict[str, torch.Tensor] = {}
-        for name, info in header.items():
-            dtype = _ST_DTYPES[info["dtype"]]
-            start, end = info["data_offsets"]
-            shape = [int(s) for s in info["shape"]]
-            if any(s < 0 for s in shape):
-                raise ValueError(f"tensor {name}: negative dimension in shape {shape}")
-            count = 1
-            for s in shape:
-                count *= s
-            if not 0 <= start <= end <= len(body) or end - start != count * dtype.itemsize:
-                raise ValueError(f"tensor {name}: offsets {start}..{end} do not fit shape {shape}")
-            buf = bytearray(body[start:end])
-            out[name] = (torch.frombuffer(buf, dtype=dtype) if count else torch.empty(0, dtype=dtype)).reshape(shape)
-        return out
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{file}: not a readable safetensors file ({err})") from err
