@@ -33,7 +33,7 @@ from ..data.reader import ShardDataset
 from ..distill.terms import Feature, OutputMatch, TaskLoss, Term
 from ..models import load_run_model
 from ..pipeline import DataConfig, DistillConfig, ModelConfig, RunConfig, distill, train_teacher
-from ..trainer import TrainConfig
+from ..trainer import TrainConfig, model_device
 from .gluconet import LinearExtrapolation, Persistence
 from .metrics import forecast_metrics, time_lag
 from .ohiot1dm import SIGNAL_KEY, STEP_MIN, OhioProtocol, grid_of, preprocess_ohiot1dm
@@ -121,9 +121,11 @@ def test_arrays(test: ShardDataset) -> tuple[torch.Tensor, np.ndarray]:
 
 @torch.no_grad()
 def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-    """Forecasts ``(n, H)`` of ``model`` for ``inputs`` ``(n, 6, T)``, in mg/dL."""
+    """Forecasts ``(n, H)`` of ``model`` for ``inputs`` ``(n, 6, T)``, in mg/dL, on the model's own device."""
     model.eval()
-    return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]).numpy()
+    device = model_device(model)
+    parts = [model(inputs[i : i + batch_size].to(device)).cpu() for i in range(0, len(inputs), batch_size)]
+    return torch.cat(parts).numpy()
 
 
 def evaluate(models: Mapping[str, nn.Module], test: ShardDataset) -> dict[str, Any]:
