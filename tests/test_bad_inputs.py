@@ -196,7 +196,8 @@ def _abide_release(tmp: Path, bad: str | None = None, extra: str | None = None) 
         (folder / f"{file_id}_rois_cc200.1D").write_text(bad if bad is not None and k == 0 else header + rows)
     if extra:
         (folder / f"{extra}_rois_cc200.1D").write_text(header + rows)
-    table = "SUB_ID,SITE_ID,FILE_ID,DX_GROUP,AGE_AT_SCAN,SEX\n50003,PITT,Pitt_0050003,1,20,1\n50004,PITT,Pitt_0050004,2,21,2\n"
+    table = "SUB_ID,SITE_ID,FILE_ID,DX_GROUP,AGE_AT_SCAN,SEX\n"
+    table += "50003,PITT,Pitt_0050003,1,20,1\n50004,PITT,Pitt_0050004,2,21,2\n"
     (tmp / "abide" / "Phenotypic_V1_0b_preprocessed1.csv").write_text(table)
     return tmp / "abide"
 
