@@ -26,8 +26,8 @@ from ._io import sha256_json, write_json, write_text
 from .config import dump_yaml, to_dict
 from .data.reader import ShardDataset, read_protocol
 from .data.spec import DataSpec, spec_of
-from .data.stages import StageConfig
-from .data.transforms import TransformConfig, build_transforms
+from .data.stages import StageConfig, fit_stages
+from .data.transforms import Compose, TransformConfig, build_transforms
 from .distill.distiller import Distiller, reads_teacher
 from .distill.terms import TaskLoss, Term
 from .errors import BiokdError, ConfigError, DataError, LeakageError
@@ -95,6 +95,8 @@ class RunConfig:
     n_boot: int = 1000
     #: Free-text notes carried into the report (e.g. "data generated").
     notes: list[str] = field(default_factory=list)
+    #: Metadata columns (e.g. ``[site]``) by which the test report also scores each group of subjects.
+    report_by: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.n_boot < 1:
@@ -137,8 +139,10 @@ def load_data(cfg: RunConfig, split_by: str | None = None) -> RunData:
     names = {"train": cfg.data.train_split, "val": cfg.data.val_split, "test": cfg.data.test_split}
     if len(set(names.values())) != 3:
         raise LeakageError(f"data splits must be three different splits; got {names}")
-    transforms = build_transforms(cfg.data.train_transforms, spec.input_names)
-    data = {role: ShardDataset(root, name, transforms if role == "train" else None) for role, name in names.items()}
+    augment = build_transforms(cfg.data.train_transforms, spec.input_names)
+    stages = fit_stages(root, cfg.data.stages, names["train"]) if cfg.data.stages else []
+    transforms = {"train": Compose([*stages, *augment.transforms]), "val": Compose(stages), "test": Compose(stages)}
+    data = {role: ShardDataset(root, name, transforms[role]) for role, name in names.items()}
     for role, ds in data.items():
         if len(ds) == 0:
             raise DataError(root / "manifest.csv", f"no items in split {names[role]!r} (data.{role}_split)")
@@ -235,15 +239,42 @@ def predictions(model: nn.Module, ds: ShardDataset, task: Task) -> tuple[np.ndar
 
 
 def evaluate_model(
-    model: nn.Module, ds: ShardDataset, task: Task, n_boot: int = 1000, outputs: Any = None
+    model: nn.Module,
+    ds: ShardDataset,
+    task: Task,
+    n_boot: int = 1000,
+    group_by: list[str] | tuple[str, ...] = (),
+    outputs: Any = None,
 ) -> dict[str, Any]:
-    """The task's test report of ``model`` on ``ds`` (intervals over subjects) plus its size and CPU cost."""
+    """The task's test report of ``model`` on ``ds`` (intervals over subjects) plus its size and CPU cost; with
+    ``group_by``, also the report of each group of items sharing a metadata value (``report["groups"]``)."""
     from .profiling import model_summary
 
     outputs, targets, subjects = outputs or predictions(model, ds, task)
     report = task.report(outputs, targets, subjects, n_boot=n_boot)
+    if group_by:
+        report["groups"] = group_reports(ds, task, outputs, targets, subjects, group_by, n_boot)
     report["model"] = model_summary(copy.deepcopy(model).cpu().eval(), example_inputs(model, ds.spec))
     return report
+
+
+def group_reports(
+    ds: ShardDataset, task: Task, outputs: np.ndarray, targets: np.ndarray, subjects: list[str],
+    group_by: list[str] | tuple[str, ...], n_boot: int,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """``{column: {value: report}}``: the task's report on each group of items (CIs over that group's subjects)."""
+    out: dict[str, dict[str, Any]] = {}
+    for column in group_by:
+        if column not in ds.manifest.columns:
+            raise ConfigError(f"report_by: {column!r} is not a manifest column ({sorted(ds.manifest.columns)})")
+        values = ds.manifest[column].astype(str).to_numpy()
+        groups: dict[str, Any] = {}
+        for value in sorted(set(values)):
+            idx = np.flatnonzero(values == value)
+            rep = task.report(outputs[idx], targets[idx], [subjects[i] for i in idx], n_boot=n_boot)
+            groups[value] = {k: v for k, v in rep.items() if k not in ("per_subject", "roc_curve")}
+        out[column] = groups
+    return out
 
 
 # -- runs ------------------------------------------------------------------------------------------------
@@ -313,7 +344,7 @@ def train_teacher(cfg: RunConfig, out: str | Path, restart: bool = False) -> dic
         result = fit(learner, data.train, data.val, cfg.train, out, data.task, log=log.info)
         load_best(learner, out)
         report = {
-            "teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot),
+            "teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot, cfg.report_by),
             "best_epoch": result.best_epoch,
             "teacher_provenance": provenance,
         }
@@ -458,7 +489,7 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
             "student (alone)": alone if cfg.distill.baseline else None,
         }
         reports = {
-            name: evaluate_model(models[name], data.test, data.task, cfg.n_boot, outputs=out)
+            name: evaluate_model(models[name], data.test, data.task, cfg.n_boot, cfg.report_by, outputs=out)
             for name, out in preds.items()
         }
         differences = paired_differences(data.task, preds, cfg.n_boot)
@@ -559,6 +590,18 @@ def run_data_root(run_dir: Path, data_root: str | Path | None = None) -> Path:
     raise DataError(None, f"the data of run {run_dir} was not found (looked in {looked}); pass --data-root")
 
 
+def _run_config(run_dir: Path) -> RunConfig:
+    """A run folder's resolved config, validated like any user config (a run folder is untrusted input)."""
+    from .config import load_config
+
+    return load_config(RunConfig, run_dir / "config.yaml")
+
+
+def run_stages(cfg: RunConfig, root: Path) -> list[Any]:
+    """The group stages of a run, fitted on its training split (the saved fit is reused)."""
+    return fit_stages(root, cfg.data.stages, cfg.data.train_split) if cfg.data.stages else []
+
+
 def evaluate_run(
     run_dir: str | Path, split: str = "test", n_boot: int = 1000, data_root: str | Path | None = None
 ) -> dict[str, Any]:
@@ -567,13 +610,14 @@ def evaluate_run(
         raise ConfigError(f"--n-boot must be at least 1; got {n_boot}")
     run_dir = Path(run_dir)
     root = run_data_root(run_dir, data_root)
+    cfg = _run_config(run_dir)
     model = load_run_model(run_dir)
-    ds = ShardDataset(root, split)
+    ds = ShardDataset(root, split, Compose(run_stages(cfg, root)))
     if len(ds) == 0:
         raise DataError(root / "manifest.csv", f"no items in split {split!r}")
     check_fits(model, ds.spec, f"the model of {run_dir}")
     task = task_for(ds.spec)
-    report = evaluate_model(model, ds, task, n_boot)
+    report = evaluate_model(model, ds, task, n_boot, cfg.report_by)
     write_json(run_dir / f"metrics-{split}.json", report)
     data = RunData(ds.spec, task, ds, ds, ds)
     sizes = [{"split": split, "items": len(ds), "subjects": len(ds.subjects)}]

@@ -19,6 +19,8 @@ MODELS: dict[str, str] = {
     "mic": "biokd.eeg.mic:MiC",
     "glucose_transformer": "biokd.glucose.transformer:GlucoseTransformer",
     "gluconet": "biokd.glucose.gluconet:GlucoNet",
+    "brainnet_transformer": "biokd.fmri.models:BrainNetTransformer",
+    "brainnetcnn": "biokd.fmri.models:BrainNetCNN",
 }
 
 #: Dataset name (``protocol.json``'s ``dataset``) → its protocol class (with ``spec()``), for the registry tests.
@@ -26,11 +28,14 @@ DATASETS: dict[str, str] = {
     "physionet-mi": "biokd.eeg.physionet_mi:PhysionetMIProtocol",
     "faced": "biokd.eeg.faced:FacedProtocol",
     "ohiot1dm": "biokd.glucose.ohiot1dm:OhioProtocol",
+    "abide": "biokd.fmri.abide:AbideProtocol",
 }
 
 #: Group-fitted stage kind → its :class:`biokd.data.stages.GroupStage` class (fitted on training subjects only).
 STAGES: dict[str, str] = {
     "standardize": "biokd.data.stages:Standardize",
+    "tangent": "biokd.fmri.connectivity:TangentStage",
+    "combat": "biokd.fmri.connectivity:CombatStage",
 }
 
 #: Metrics extension name (a target spec's ``metrics``) → ``fn(targets, outputs, subjects, target_spec) -> dict``.
@@ -42,10 +47,11 @@ METRICS: dict[str, str] = {
 DEMOS: dict[str, str] = {
     "eeg": "biokd.eeg.demo:cli_demo",
     "glucose": "biokd.glucose.demo:cli_demo",
+    "fmri": "biokd.fmri.demo:cli_demo",
 }
 
 #: Modality packages whose ``commands.register(preprocess_app, simulate_app)`` adds their CLI commands.
-MODALITIES: tuple[str, ...] = ("biokd.eeg", "biokd.glucose")
+MODALITIES: tuple[str, ...] = ("biokd.eeg", "biokd.glucose", "biokd.fmri")
 
 
 def resolve(table: dict[str, str], name: str, what: str) -> Any:

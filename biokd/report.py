@@ -429,6 +429,14 @@ def write_task_report(
         curves = {n: r["roc_curve"] for n, r in reports.items() if r.get("roc_curve")}
         if curves:
             rep.add_figure("ROC curves", plot_roc(curves))
+    for column in dict.fromkeys(c for r in reports.values() for c in (r.get("groups") or {})):
+        rows = [
+            {column: value, **row}
+            for name, r in reports.items()
+            for value, group in (r.get("groups") or {}).get(column, {}).items()
+            for row in comparison_rows({name: group}, {name: {"subjects": group.get("n_units")}}, task.table_metrics)
+        ]
+        rep.add_table(f"Per {column} (test set; CIs over each group's subjects)", rows)
     per_subject = [
         {"model": name, "subject": s, **{k: _fmt(v) for k, v in vals.items() if isinstance(v, float | int)}}
         for name, r in reports.items()

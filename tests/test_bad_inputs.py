@@ -185,6 +185,54 @@ def ohio_every_patient_skipped(tmp: Path):
     return args, "no subject could be preprocessed"
 
 
+def _abide_release(tmp: Path, bad: str | None = None, extra: str | None = None) -> Path:
+    """Two real-format .1D files (PCP layout) and a phenotypic CSV; ``bad`` replaces the first file's text."""
+    folder = tmp / "abide" / "Outputs" / "cpac" / "filt_noglobal" / "rois_cc200"
+    folder.mkdir(parents=True)
+    header = "\t".join(f"#{2001 + i}" for i in range(4)) + "\t\n"
+    rows = "".join("\t".join(f"{(7000 + 13 * t * (i + 1)) % 97 + 0.5:.1f}" for i in range(4)) + "\n" for t in range(20))
+    ids = ["Pitt_0050003", "Pitt_0050004"]
+    for k, file_id in enumerate(ids):
+        (folder / f"{file_id}_rois_cc200.1D").write_text(bad if bad is not None and k == 0 else header + rows)
+    if extra:
+        (folder / f"{extra}_rois_cc200.1D").write_text(header + rows)
+    table = "SUB_ID,SITE_ID,FILE_ID,DX_GROUP,AGE_AT_SCAN,SEX\n"
+    table += "50003,PITT,Pitt_0050003,1,20,1\n50004,PITT,Pitt_0050004,2,21,2\n"
+    (tmp / "abide" / "Phenotypic_V1_0b_preprocessed1.csv").write_text(table)
+    return tmp / "abide"
+
+
+def _abide(tmp: Path, root: Path) -> list[str]:
+    return ["preprocess", "abide", "--root", str(root), "--out", str(tmp / "o"), "--set", "n_rois=4"]
+
+
+@case
+def abide_header_only_1d(tmp: Path):
+    return _abide(tmp, _abide_release(tmp, bad="#2001\t#2002\t#2003\t#2004\n")), "Pitt_0050003_rois_cc200.1D"
+
+
+@case
+def abide_wrong_column_count(tmp: Path):
+    bad = "#1\t#2\t#3\n" + "1\t2\t3\n" * 20
+    return _abide(tmp, _abide_release(tmp, bad=bad)), "Pitt_0050003_rois_cc200.1D: 3 ROI columns; the atlas has 4"
+
+
+@case
+def abide_non_numeric_rows(tmp: Path):
+    bad = "#1\t#2\t#3\t#4\n" + "1\t2\tx\t4\n" * 20
+    return _abide(tmp, _abide_release(tmp, bad=bad)), "Pitt_0050003_rois_cc200.1D: non-numeric"
+
+
+@case
+def abide_no_filename(tmp: Path):
+    return _abide(tmp, _abide_release(tmp, extra="no_filename")), "no_filename_rois_cc200.1D"
+
+
+@case
+def abide_subject_not_in_table(tmp: Path):
+    return _abide(tmp, _abide_release(tmp, extra="Pitt_0050099")), "not in the phenotypic table"
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -210,8 +258,8 @@ def test_bad_input_is_one_line_exit_2(name, tmp_path):
 def test_safetensors_with_a_negative_shape_is_a_weights_error(tmp_path):
     import struct
 
-    from biokd.weights import read_safetensors
     from biokd.errors import WeightsError
+    from biokd.weights import read_safetensors
 
     header = json.dumps({"w": {"dtype": "F32", "shape": [-2, -2], "data_offsets": [0, 16]}}).encode()
     path = tmp_path / "model.safetensors"

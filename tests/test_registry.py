@@ -21,6 +21,8 @@ MODEL_CASES: dict[str, tuple[str, dict]] = {
     "mic": ("physionet-mi", {}),
     "glucose_transformer": ("ohiot1dm", {"n_layers": 1}),
     "gluconet": ("ohiot1dm", {}),
+    "brainnet_transformer": ("abide", {"d_model": 16, "n_heads": 2, "depth": 1, "ff_dim": 32, "n_clusters": 4}),
+    "brainnetcnn": ("abide", {}),
 }
 MODALITY_FOLDERS = ("eeg", "glucose", "fmri", "mri")
 

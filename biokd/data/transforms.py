@@ -36,6 +36,9 @@ class Compose:
     def __len__(self) -> int:
         return len(self.transforms)
 
+    def __iter__(self):
+        return iter(self.transforms)
+
 
 @dataclass
 class Scale:

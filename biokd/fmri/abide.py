@@ -22,6 +22,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..data.spec import DataSpec, InputSpec, TargetSpec
+from ..data.store import SubjectItems
 from ..errors import ConfigError, DataError
 
 PIPELINES = ("ccs", "cpac", "dparsf", "niak")
@@ -78,9 +80,13 @@ class AbideProtocol:
     fisher_z: bool = False  # arctanh of off-diagonal values, diagonal set to 0
     harmonize: Literal["none", "combat"] = "none"  # ComBat fitted on training subjects (group stage)
     keep_timeseries: bool = False
+    #: The split of this build (one ``split`` column per build): stratified subject k-fold (test = fold ``fold``
+    #: of ``n_folds``) or leave-one-site-out (test = every subject of ``test_site``); validation = ``val_fraction``
+    #: of the remaining subjects, stratified by label. ``--set split=leave_one_site_out --set test_site=NYU``.
     split: Literal["stratified_kfold", "leave_one_site_out"] = "stratified_kfold"
     n_folds: int = 5
     fold: int = 0
+    test_site: str = ""
     val_fraction: float = 0.1
     seed: int = 0
 
@@ -99,6 +105,14 @@ class AbideProtocol:
             if value not in allowed:
                 hint = " (the pipeline is 'ccs'; nilearn's docstring spells it 'css')" if value == "css" else ""
                 raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}{hint}")
+        if not 0 <= self.fold < self.n_folds or self.n_folds < 2:
+            raise ConfigError(
+                f"fold must be in 0..n_folds-1 with n_folds >= 2; got fold={self.fold}, n_folds={self.n_folds}"
+            )
+        if self.split == "leave_one_site_out" and not self.test_site:
+            raise ConfigError("split='leave_one_site_out' needs test_site (a SITE_ID), e.g. --set test_site=NYU")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
         if self.max_mean_fd is not None and self.max_mean_fd <= 0:
             raise ConfigError(f"max_mean_fd must be positive; got {self.max_mean_fd}")
         object.__setattr__(self, "sites", tuple(self.sites))
@@ -113,8 +127,24 @@ class AbideProtocol:
         """Whether connectivity needs a stage fitted on the training subjects (tangent or ComBat)."""
         return self.connectivity == "tangent" or self.harmonize == "combat"
 
+    @property
+    def n_kept_rois(self) -> int:
+        return self.rois - len(self.excluded_rois)
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def spec(self, roi_labels: Sequence[str] | None = None) -> DataSpec:
+        """The data spec: ``fc`` (R, R) over ROIs (labels from the files when known), autism vs control."""
+        n = self.n_kept_rois
+        labels = {"roi": [str(r) for r in roi_labels]} if roi_labels is not None else {}
+        unit = "Fisher z" if self.fisher_z and self.connectivity != "tangent" else self.connectivity
+        return DataSpec(
+            dataset="abide",
+            inputs=[InputSpec("fc", [n, n], ["roi", "roi"], unit=unit, labels=labels)],
+            target=TargetSpec(kind="binary", classes=list(CLASSES), positive=POSITIVE),
+            metadata=["subject", "site", "age", "sex"],
+        )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | AbideProtocol) -> AbideProtocol:
@@ -352,13 +382,8 @@ def plan_roi_exclusion(subjects: Mapping[str, Sequence[Path]], protocol: AbidePr
 # --------------------------------------------------------------------------------------------- per subject
 
 
-@dataclass
-class AbideItems:
-    """A subject's items (the store's SubjectItems shape): arrays with a leading item axis, manifest rows, notes."""
-
-    arrays: dict[str, np.ndarray]
-    rows: list[dict[str, Any]]
-    notes: dict[str, Any] = field(default_factory=dict)
+#: The per-subject result is the store's :class:`SubjectItems` (kept under its old name for callers).
+AbideItems = SubjectItems
 
 
 def _number(value: Any) -> float | None:
@@ -424,7 +449,7 @@ def load_subject_timeseries(
     return ts, labels, notes
 
 
-def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, Any] | AbideProtocol) -> AbideItems:
+def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, Any] | AbideProtocol) -> SubjectItems:
     """What the store calls for one subject: ``fc`` (1, R, R) float32 (unless a group stage computes it), the
     time series (1, T, R) when kept or needed by the group stage, one manifest row and notes.
 
@@ -443,10 +468,11 @@ def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, 
         raise DataError(roi_path, err.problem) from None
     ts, labels, notes = load_subject_timeseries(subject, paths, proto)
     manifest = subject_row(subject, row, roi_path, ts.shape[0])
+    manifest["split"] = split_of(file_id, roi_path.parent, pheno_path, proto)
     n_kept = len(labels)
     if notes.get("bad_rois") and proto.bad_roi == "drop_subject":
         notes["dropped"] = {subject: f"bad ROI column(s): {', '.join(notes['bad_rois'][subject])}"}
-        return AbideItems({"fc": np.zeros((0, n_kept, n_kept), np.float32)}, [], notes)
+        return SubjectItems({"fc": np.zeros((0, n_kept, n_kept), np.float32)}, [], notes)
     arrays: dict[str, np.ndarray] = {}
     if proto.connectivity != "tangent":
         fc = subject_connectivity(ts, proto.connectivity, proto.estimator, proto.fisher_z)
@@ -454,7 +480,7 @@ def process_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, 
     if proto.keep_timeseries or proto.group_stage:
         arrays["timeseries"] = ts[None].astype(np.float32)
     notes["roi_labels"] = labels
-    return AbideItems(arrays, [manifest], notes)
+    return SubjectItems(arrays, [manifest], notes)
 
 
 def roi_labels_of(paths: Iterable[Path], protocol: AbideProtocol) -> list[str]:
@@ -462,3 +488,59 @@ def roi_labels_of(paths: Iterable[Path], protocol: AbideProtocol) -> list[str]:
     first = next(iter(paths))
     _, labels = read_roi_timeseries(first, protocol.rois)
     return [lab for lab in labels if lab not in set(protocol.excluded_rois)]
+
+
+# ------------------------------------------------------------------------------------------------- splits
+
+
+def assign_splits(subjects: pd.DataFrame, protocol: AbideProtocol) -> dict[str, str]:
+    """``{FILE_ID: train|val|test}`` for a table of subjects (columns FILE_ID, SITE_ID, DX_GROUP), disjoint by
+    subject: stratified k-fold by label (test = fold ``fold``) or leave-one-site-out (test = ``test_site``)."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    ids = subjects["FILE_ID"].astype(str).to_numpy()
+    labels = (pd.to_numeric(subjects["DX_GROUP"], errors="coerce") == 1).astype(int).to_numpy()
+    if protocol.split == "leave_one_site_out":
+        sites = subjects["SITE_ID"].astype(str).to_numpy()
+        if protocol.test_site not in set(sites):
+            raise ConfigError(f"test_site {protocol.test_site!r} has no subjects here (sites: {sorted(set(sites))})")
+        test = sites == protocol.test_site
+    else:
+        if len(ids) < protocol.n_folds:  # too few to split (a single-file check): all train, and the run says so
+            return dict.fromkeys(ids.tolist(), "train")
+        counts = np.bincount(labels, minlength=2)
+        folds = StratifiedKFold(protocol.n_folds, shuffle=True, random_state=protocol.seed)
+        strat = labels if counts.min() >= protocol.n_folds else np.zeros_like(labels)
+        test = np.zeros(len(ids), bool)
+        test[list(folds.split(ids, strat))[protocol.fold][1]] = True
+    rest = np.flatnonzero(~test)
+    if len(rest) < 2:
+        return {**dict.fromkeys(ids.tolist(), "train"), **dict.fromkeys(ids[test].tolist(), "test")}
+    rest_labels = labels[rest]
+    strat_rest = rest_labels if np.bincount(rest_labels, minlength=2).min() >= 2 else None
+    n_val = max(1, round(protocol.val_fraction * len(rest)))
+    _, val = train_test_split(rest, test_size=n_val, random_state=protocol.seed, stratify=strat_rest)
+    out = dict.fromkeys(ids.tolist(), "train")
+    out.update(dict.fromkeys(ids[test].tolist(), "test"))
+    out.update(dict.fromkeys(ids[val].tolist(), "val"))
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _split_table(folder: str, pheno: str, protocol_json: str) -> dict[str, str]:
+    import json
+
+    proto = AbideProtocol.from_mapping(json.loads(protocol_json))
+    table = select_phenotypes(read_phenotypic(pheno), proto)
+    present = {p.name.removesuffix(f"_{proto.atlas}.1D") for p in Path(folder).glob(f"*_{proto.atlas}.1D")}
+    return assign_splits(table[table["FILE_ID"].isin(present)], proto)
+
+
+def split_of(file_id: str, folder: Path, pheno: Path, protocol: AbideProtocol) -> str:
+    """The split of one subject under the protocol (the same in every worker: computed from the table and the
+    files present, once per process)."""
+    import json
+
+    keys = ("split", "n_folds", "fold", "test_site", "val_fraction", "seed", "subset", "max_mean_fd", "sites", "atlas")
+    sub = json.dumps({k: _plain(getattr(protocol, k)) for k in keys}, sort_keys=True)
+    return _split_table(str(folder), str(pheno), sub).get(file_id, "train")

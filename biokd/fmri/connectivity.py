@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from .._io import atomic_path, write_json
+from ..data.stages import GroupStage
 from ..errors import ConfigError, DataError
 
 KINDS = ("correlation", "partial correlation", "tangent")
@@ -300,3 +302,112 @@ def _apply_combat(state: GroupState, fc: np.ndarray, sites: list[str], covariate
         cov = {k: list(np.asarray(v, np.float64)) + [float(np.mean(v))] * len(absent) for k, v in covariates.items()}
     out = harmonization_apply(np.vstack([vec, pad]), _covars_frame(all_sites, cov), state.combat)[: len(vec)]
     return _from_upper(out, fc.shape[-1], fc[0].diagonal() * np.eye(fc.shape[-1]))
+
+
+# ------------------------------------------------------------------------------------ store group stages
+
+
+class ConnectivityStage(GroupStage):
+    """Group-fitted connectivity for the store's reader: consumes each item's ``timeseries`` (T, R), writes
+    ``fc`` (R, R) and drops the time series (their length varies by site). Fitted on the training split only.
+
+    Params: ``kind`` (tangent, correlation, partial correlation), ``estimator`` (empirical, ledoit_wolf),
+    ``fisher_z`` (not for tangent), ``combat`` (neuroHarmonize by the items' ``site``).
+    """
+
+    kind = "connectivity"
+    defaults: ClassVar[dict[str, Any]] = {
+        "kind": "tangent",
+        "estimator": "empirical",
+        "fisher_z": False,
+        "combat": False,
+    }
+
+    def __init__(self, **params: Any):
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ConfigError(f"stage {self.kind}: unknown params {unknown}; known: {sorted(self.defaults)}")
+        super().__init__(**{**self.defaults, **params})
+        self._memo: dict[int, torch.Tensor] = {}  # deterministic: each item's fc is computed once per process
+
+    def fit(self, items: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+        series, sites = [], []
+        for item in items:
+            if "timeseries" not in item:
+                raise ConfigError(
+                    f"stage {self.kind} needs per-subject time series in the store: preprocess with "
+                    "--set connectivity=tangent or --set harmonize=combat (or --set keep_timeseries=true)"
+                )
+            series.append(np.asarray(item["timeseries"], np.float64))
+            sites.append(str(item.get("site", "")))
+        p = self.params
+        state = fit_group_stage(
+            series, p["kind"], p["estimator"], fisher=bool(p["fisher_z"]), combat=bool(p["combat"]), train_sites=sites
+        )
+        return _state_arrays(state)
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        index = int(item.get("index", -1))
+        if index >= 0 and index in self._memo:
+            item.pop("timeseries", None)
+            item["fc"] = self._memo[index]
+            return item
+        if "timeseries" not in item:
+            raise ConfigError(f"stage {self.kind}: the item has no 'timeseries' (see the stage's fit)")
+        if getattr(self, "_parsed", (None, None))[0] is not self.state:
+            self._parsed = (self.state, _state_from_arrays(self.state))
+        state = self._parsed[1]
+        ts = np.asarray(item.pop("timeseries"), np.float64)
+        sites = [str(item.get("site", ""))] if state.combat is not None else None
+        fc = torch.as_tensor(apply_group_stage(state, [ts], sites)[0], dtype=torch.float32)
+        if index >= 0:
+            self._memo[index] = fc
+        item["fc"] = fc
+        return item
+
+
+class TangentStage(ConnectivityStage):
+    """Tangent-space connectivity around the training subjects' geometric mean (``STAGES["tangent"]``)."""
+
+    kind = "tangent"
+
+
+class CombatStage(ConnectivityStage):
+    """Connectivity harmonised across sites by ComBat fitted on the training subjects (``STAGES["combat"]``)."""
+
+    kind = "combat"
+    defaults: ClassVar[dict[str, Any]] = {**ConnectivityStage.defaults, "kind": "correlation", "combat": True}
+
+
+def _state_arrays(state: GroupState) -> dict[str, np.ndarray]:
+    """A GroupState as plain arrays for the store's ``.npz`` (the JSON part as a byte array; no pickle)."""
+    arrays: dict[str, np.ndarray] = {}
+    meta = {
+        "kind": state.kind,
+        "estimator": state.estimator,
+        "fisher_z": state.fisher_z,
+        "n_rois": state.n_rois,
+        "n_train": state.n_train,
+        "train_sites": state.train_sites,
+        "combat": _combat_to_plain(state.combat, arrays) if state.combat is not None else None,
+    }
+    if state.tangent_mean is not None:
+        arrays["tangent_mean"], arrays["tangent_whitening"] = state.tangent_mean, state.tangent_whitening
+    arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return arrays
+
+
+def _state_from_arrays(arrays: dict[str, np.ndarray]) -> GroupState:
+    meta = json.loads(bytes(np.asarray(arrays["meta_json"], np.uint8)).decode())
+    combat = _combat_from_plain(meta["combat"], arrays) if meta.get("combat") else None
+    return GroupState(
+        kind=meta["kind"],
+        estimator=meta["estimator"],
+        fisher_z=bool(meta["fisher_z"]),
+        n_rois=int(meta["n_rois"]),
+        n_train=int(meta["n_train"]),
+        tangent_mean=arrays.get("tangent_mean"),
+        tangent_whitening=arrays.get("tangent_whitening"),
+        combat=combat,
+        train_sites=list(meta.get("train_sites", [])),
+    )

@@ -3,7 +3,7 @@
 Both take ``fc`` (B, R, R) and return logits (B, n_outputs); ``n_outputs=1`` is one logit for the positive
 class (autism). Taps (forward hooks on named submodules): teacher ``encoder.layers.N`` (B, R, d) ROI tokens,
 ``readout`` (B, K, d) cluster embeddings, ``embedding`` (B, E) graph embedding; student ``e2e`` (B, C, R, R),
-``e2n`` (B, C', R, 1) node features, ``embedding`` (B, E) graph embedding.
+``e2n`` (B, C', R, 1), ``nodes`` (B, R, C') ROI node embeddings, ``embedding`` (B, E) graph embedding.
 Written in plain torch: neither architecture ships in a maintained library.
 """
 
@@ -110,6 +110,12 @@ class BrainNetTransformer(nn.Module):
         )
 
     @classmethod
+    def spec_sizes(cls, spec: Any) -> dict[str, int]:
+        """Sizes from the data spec: ROIs of ``fc`` and the output count."""
+        n_rois, n_outputs = spec_sizes(spec)
+        return {"n_rois": n_rois, "n_outputs": n_outputs}
+
+    @classmethod
     def from_spec(cls, spec: Any, **kwargs: Any) -> BrainNetTransformer:
         n_rois, n_outputs = spec_sizes(spec)
         return cls(**{"n_rois": n_rois, "n_outputs": n_outputs, **kwargs})
@@ -135,6 +141,13 @@ class EdgeToEdge(nn.Module):
         return self.row(x) + self.col(x)  # (B, C, R, 1) + (B, C, 1, R) -> (B, C, R, R)
 
 
+class NodeView(nn.Module):
+    """(B, C, R, 1) edge-to-node maps as ROI node embeddings (B, R, C): a tap point for node-level terms."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.squeeze(-1).transpose(1, 2)
+
+
 class BrainNetCNN(nn.Module):
     """Small student after BrainNetCNN (Kawahara et al., NeuroImage 2017): edge-to-edge, edge-to-node and
     node-to-graph convolutions over the FC matrix, then a graph embedding and a linear classifier."""
@@ -156,6 +169,7 @@ class BrainNetCNN(nn.Module):
         self.n_rois, self.n_outputs = n_rois, n_outputs
         self.e2e = nn.Sequential(EdgeToEdge(1, e2e_channels, n_rois), nn.LeakyReLU(0.33))
         self.e2n = nn.Sequential(nn.Conv2d(e2e_channels, e2n_channels, (1, n_rois)), nn.LeakyReLU(0.33))
+        self.nodes = NodeView()
         self.n2g = nn.Sequential(nn.Conv2d(e2n_channels, n2g_channels, (n_rois, 1)), nn.LeakyReLU(0.33))
         self.embedding = nn.Sequential(
             nn.Flatten(), nn.Dropout(drop_prob), nn.Linear(n2g_channels, embed_dim), nn.LeakyReLU(0.33)
@@ -163,14 +177,21 @@ class BrainNetCNN(nn.Module):
         self.classifier = nn.Linear(embed_dim, n_outputs)
 
     @classmethod
+    def spec_sizes(cls, spec: Any) -> dict[str, int]:
+        """Sizes from the data spec: ROIs of ``fc`` and the output count."""
+        n_rois, n_outputs = spec_sizes(spec)
+        return {"n_rois": n_rois, "n_outputs": n_outputs}
+
+    @classmethod
     def from_spec(cls, spec: Any, **kwargs: Any) -> BrainNetCNN:
         n_rois, n_outputs = spec_sizes(spec)
         return cls(**{"n_rois": n_rois, "n_outputs": n_outputs, **kwargs})
 
     def layer_names(self) -> list[str]:
-        return ["e2e", "e2n", "n2g", "embedding"]
+        return ["e2e", "e2n", "nodes", "n2g", "embedding"]
 
     def forward(self, fc: torch.Tensor) -> torch.Tensor:
         _check_fc(fc, self.n_rois, "BrainNetCNN")
-        x = self.n2g(self.e2n(self.e2e(fc.unsqueeze(1))))
+        nodes = self.nodes(self.e2n(self.e2e(fc.unsqueeze(1))))  # (B, R, C')
+        x = self.n2g(nodes.transpose(1, 2).unsqueeze(-1))
         return self.classifier(self.embedding(x))
