@@ -44,8 +44,10 @@ def main() -> None:
         app()
     except BiokdError as err:
         from rich.console import Console
+        from rich.text import Text
 
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # The message is plain text (paths, install commands with [extras]): never read as console markup.
+        Console(stderr=True).print(Text("error: ", style="bold red") + Text(str(err)), highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

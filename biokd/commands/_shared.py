@@ -60,7 +60,7 @@ def print_build_summary(out: Path, dataset: str, notes: Callable[[dict[str, Any]
         f"subjects: {len(report['processed'])} processed, {len(report['reused'])} reused, {report['n_skipped']} skipped"
     )
     for subject, why in report["skipped"].items():
-        console.print(f"  skipped {subject}: {why}", highlight=False, soft_wrap=True)
+        console.print(f"  skipped {subject}: {why}", highlight=False, soft_wrap=True, markup=False)
     for line in notes(report):
-        console.print(line, highlight=False, soft_wrap=True)
-    console.print(f"report: {out / 'report.json'}", highlight=False, soft_wrap=True)
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    console.print(f"report: {out / 'report.json'}", highlight=False, soft_wrap=True, markup=False)

@@ -32,6 +32,7 @@ def export(
 ) -> None:
     """Export a run's student; exits non-zero (and keeps any earlier good file) if the parity check fails."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..export import export_run
     from ..export.parity import Thresholds
@@ -53,9 +54,9 @@ def export(
         int8_observer=int8_observer,
     )
     console = Console()
-    console.print(f"[green]wrote[/] {result.path} ({result.path.stat().st_size:,} bytes)", highlight=False)
-    console.print(result.parity.summary(), highlight=False)
+    console.print(f"[green]wrote[/] {escape(str(result.path))} ({result.path.stat().st_size:,} bytes)", highlight=False)
+    console.print(result.parity.summary(), highlight=False, markup=False)
     lat = result.card["measured"].get("latency_ms")
     if lat:
         console.print(f"latency (1 thread): p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms", highlight=False)
-    console.print(f"card: {result.card_paths[0]} and {result.card_paths[1].name}", highlight=False)
+    console.print(f"card: {result.card_paths[0]} and {result.card_paths[1].name}", highlight=False, markup=False)

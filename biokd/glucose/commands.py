@@ -21,6 +21,7 @@ def preprocess(
 ) -> None:
     """Preprocess OhioT1DM (2018/2020) into windows under the BGLP challenge rules."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..errors import ConfigError
     from .ohiot1dm import GridConfig, preprocess_ohiot1dm
@@ -47,7 +48,7 @@ def preprocess(
             f"{notes['events_skipped']} events skipped"
         )
     for pid, why in report["skipped"].items():
-        console.print(f"[yellow]skipped {pid}[/]: {why}")
+        console.print(f"[yellow]skipped {escape(str(pid))}[/]: {escape(str(why))}")
     console.print(f"{report['n_windows']} windows in {out} (details in {out / 'report.json'})")
 
 

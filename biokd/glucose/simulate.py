@@ -33,6 +33,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import pandas as pd
 
+from .._extras import require
 from .._io import write_json, write_text
 from .ohiot1dm import TIME_FORMAT
 
@@ -45,6 +46,7 @@ def _simglucose():
     logging.getLogger("simglucose").setLevel(logging.WARNING)  # it logs every meal and bolus at INFO
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        require("simglucose.simulation.env", "glucose", "simulating a glucose cohort", package="simglucose")
         from simglucose.actuator.pump import InsulinPump
         from simglucose.controller.basal_bolus_ctrller import BBController
         from simglucose.patient.t1dpatient import T1DPatient
@@ -224,6 +226,8 @@ def simulate_cohort(
             results.append({**done[pid], "reused": True})
         else:
             todo.append(_Job(str(out), name, pid, days, seed * 1000 + i, test_fraction, gaps_per_day))
+    if todo:
+        _simglucose()  # a missing glucose extra is named here, once, not in every worker
     if jobs > 1 and len(todo) > 1:
         import multiprocessing
 
