@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install biokd into a virtual environment (.venv by default).
 #   bash install.sh            the package and its CLI
-#   bash install.sh test       plus the glucose and export extras and the test tools
+#   bash install.sh test       plus the glucose, export and notebooks extras and the test tools
+#   bash install.sh glucose    (or export, notebooks, all) one extra
 # A torch already in the venv is kept (GPU users install theirs first); otherwise the CPU build is taken.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,4 +20,8 @@ target="."
 [ -n "$extras" ] && target=".[$extras]"
 "${pip[@]}" install -q -c "$venv/biokd-constraints.txt" -e "$target"
 "$venv/bin/python" scripts/fix_torchaudio.py
+# With the notebooks extra: a Jupyter kernel that runs this venv's python (nbclient and Jupyter find it here).
+if "$venv/bin/python" -c "import ipykernel" 2>/dev/null; then
+  "$venv/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (biokd)" >/dev/null
+fi
 echo "biokd installed in $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from .commands import demo, export, info, train
+from .commands import _help, config_cmd, demo, export, info, train
 from .registry import MODALITIES
 
 app = typer.Typer(
@@ -18,7 +18,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=_help.BiokdGroup,
 )
+app.callback()(_help.main_options)
+_help.tidy_help()
 preprocess_app = typer.Typer(help="Turn a dataset release into windows ready for training.", no_args_is_help=True)
 simulate_app = typer.Typer(help="Generate simulated cohorts in a real release's format.", no_args_is_help=True)
 app.add_typer(preprocess_app, name="preprocess")
@@ -32,6 +35,7 @@ app.command("evaluate")(train.evaluate)
 app.command("demo")(demo.demo)
 app.command("export")(export.export)
 app.command("sys-info")(info.sys_info)
+app.add_typer(config_cmd.app, name="config")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._console import live_progress_ok
 from ._io import load_torch, save_torch, write_json
 from .batch import model_inputs, to_device
 from .errors import WeightsError
@@ -191,7 +192,7 @@ def predict_dataset(
 
 
 def _iterate(loader: Iterable, total: int, enabled: bool, description: str):
-    if not enabled:
+    if not enabled or not live_progress_ok():
         yield from loader
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

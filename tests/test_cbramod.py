@@ -288,3 +288,23 @@ def test_full_size_faced_head_matches_published_count():
     with torch.device("meta"):  # 128 M parameters: count them without allocating
         teacher = CBraModTeacher(n_chans=32, n_times=2000, n_outputs=9, head="all_patch_reps")
     assert count_parameters(teacher.head) == 128_404_009
+
+
+@pytest.mark.parametrize("prefix", ["module.", "backbone.", "module.backbone."])
+def test_wrapped_keys_with_proj_out_and_a_head_load(release, tmp_path, caplog, prefix):
+    """A multi-GPU or teacher checkpoint: every key prefixed, proj_out and a head kept beside the encoder."""
+    state, _ = release
+    wrapped = {prefix + k: v for k, v in state.items()}
+    wrapped[prefix + "head.1.weight"] = torch.zeros(2, 8)
+    path = tmp_path / "wrapped.pth"
+    torch.save(wrapped, path)
+    teacher = CBraModTeacher(n_chans=4, n_times=400, n_outputs=2, head="linear")
+    with caplog.at_level(logging.INFO, logger="biokd.eeg.cbramod"):
+        report = load_pretrained(teacher, path)
+    assert report["loaded"] == 209
+    assert sorted(report["ignored"]) == sorted(
+        prefix + k for k in ("proj_out.0.weight", "proj_out.0.bias", "head.1.weight")
+    )
+    assert "proj_out.* (the pretraining" in caplog.text and "head.* (a biokd teacher head" in caplog.text
+    key = "encoder.layers.7.linear1.weight"
+    assert torch.equal(teacher.backbone.state_dict()[key], state[key])

@@ -137,13 +137,14 @@ def test_the_planted_classes_are_learnable(built):
 def test_both_folder_spellings_and_cli(tmp_path):
     release = write_synthetic_faced(tmp_path / "FACED", [5], folder="Processed_Data")
     app = typer.Typer()
-    from biokd.eeg import cmd_faced as faced
+    from biokd.eeg import cmd_faced
 
-    app.command()(faced.preprocess)
+    app.command()(cmd_faced.preprocess)
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["--root", str(release), "--out", str(out), "--set", "window_seconds=15"])
     assert result.exit_code == 0, result.output
     assert "Processed_Data/" in result.output and "1 processed" in result.output
+    assert "subjects from Processed_Data/ cross-checked with Recording_info.csv" in result.output
     assert len(WindowsDataset(out)) == 28 * 2
     bad = CliRunner().invoke(app, ["--root", str(release), "--out", str(out), "--set", "sfrq=250"])
     assert isinstance(bad.exception, ConfigError) and "Did you mean 'sfreq'" in str(bad.exception)
@@ -235,7 +236,22 @@ def test_csv_without_needed_columns(tmp_path):
         read_recording_info(release)
     (release / "Recording_info.csv").unlink()
     with pytest.raises(DataError, match=r"Recording_info\.csv: missing"):
-        preprocess_faced(release, tmp_path / "out", progress=False)
+        read_recording_info(release)
+
+
+def test_processed_data_alone_is_enough_and_the_report_says_so(tmp_path, built):
+    """CBraMod's own script reads Processed_data/ only: without Recording_info.csv the files give the subjects."""
+    release = write_synthetic_faced(tmp_path / "FACED", [0, 1], seed=5)
+    (release / "Recording_info.csv").unlink()
+    report = preprocess_faced(release, tmp_path / "out", progress=False)
+    assert report.processed == ["sub000", "sub001"] and report.n_windows == 2 * 28 * 3
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["recording_info_csv"] is None and saved["recording_info"] == {}
+    assert saved["subject_list"].startswith("Processed_data/ alone (Recording_info.csv absent")
+    with_csv = json.loads((built / "report.json").read_text())  # the same layout with the CSV: it is used
+    assert with_csv["recording_info_csv"].endswith("Recording_info.csv")
+    assert with_csv["subject_list"] == "Processed_data/ cross-checked with Recording_info.csv"
+    assert sorted(with_csv["recording_info"]) == [f"sub{i:03d}" for i in SUBJECTS]
 
 
 def test_skip_bad_skips_counts_and_reports(tmp_path):

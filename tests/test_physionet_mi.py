@@ -16,6 +16,7 @@ import pytest
 import typer
 from scipy import signal
 
+from biokd.config import load_config
 from biokd.data.reader import WindowsDataset
 from biokd.eeg.physionet_mi import (
     RELEASE_CHANNELS,
@@ -275,7 +276,7 @@ def test_128hz_subject_is_resampled_and_noted(tmp_path: Path) -> None:
 
 
 def test_windows_past_the_end_are_counted(synthetic_root: Path, tmp_path: Path) -> None:
-    protocol = PhysionetMIProtocol(n_times=1200)  # 6 s: the last cue of each run has less than that left
+    protocol = PhysionetMIProtocol(window_seconds=6.0)  # 6 s: the last cue of each run has less than that left
     expected_late, expected_kept = 0, 0
     for run in IMAGERY_RUNS:
         raw = mne.io.read_raw_edf(run_path(synthetic_root, 1, run), verbose="error")
@@ -300,8 +301,21 @@ def test_protocol_validation() -> None:
         PhysionetMIProtocol(val=(60, 89))
     with pytest.raises(ConfigError, match="not EEGMMIDB channels"):
         PhysionetMIProtocol(channels=("C3", "C3.."))
+    with pytest.raises(ConfigError, match="whole number of samples"):
+        PhysionetMIProtocol(sfreq=250, window_seconds=3.001)
     rest = PhysionetMIProtocol(keep_rest=True)
     assert rest.class_names[-1] == "rest" and rest.labels_of_run(6) == {"T1": 2, "T2": 3, "T0": 4}
+
+
+@pytest.mark.parametrize("sfreq", [128.0, 160.0, 200.0, 250.0])
+def test_window_length_is_a_duration(sfreq: float) -> None:
+    """Changing the rate keeps 4-s windows: n_times follows sfreq, in the object and in protocol.json."""
+    protocol = load_config(PhysionetMIProtocol, None, [f"sfreq={sfreq:g}"])
+    assert protocol.window_seconds == 4.0 and protocol.n_times == round(4 * sfreq)
+    saved = protocol.to_protocol()
+    assert saved["n_times"] / saved["sfreq"] == saved["window_seconds"] == 4.0
+    with pytest.raises(ConfigError, match="window_seconds"):  # the old sample count is not a setting any more
+        load_config(PhysionetMIProtocol, None, ["n_times=1000"])
 
 
 # --- command line -----------------------------------------------------------------------------------------
@@ -356,13 +370,13 @@ def test_cli_bad_input_exits_2(real_data: Path, tmp_path: Path, monkeypatch, cap
 def test_cli_summary_and_overrides(synthetic_root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "out"
     args = ["--root", str(synthetic_root), "--out", str(out), "--subjects", "1-2", "--set", "sfreq=160"]
-    code, stdout, _ = _run(monkeypatch, capsys, *args, "--set", "n_times=640")
+    code, stdout, _ = _run(monkeypatch, capsys, *args)
     assert code == 0
     assert json.loads((out / "protocol.json").read_text())["sfreq"] == 160.0
-    assert np.load(out / "shards" / "S001.npy", mmap_mode="r").shape[1:] == (64, 640)
+    assert np.load(out / "shards" / "S001.npy", mmap_mode="r").shape[1:] == (64, 640)  # 4 s follow the rate
     assert "2 processed, 0 reused, 0 skipped" in stdout and "report.json" in stdout
     assert "left_fist" in stdout and "both_feet" in stdout
-    code, stdout, _ = _run(monkeypatch, capsys, *args, "--set", "n_times=640")
+    code, stdout, _ = _run(monkeypatch, capsys, *args)
     assert code == 0 and "0 processed, 2 reused" in stdout
 
 

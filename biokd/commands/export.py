@@ -29,29 +29,32 @@ def export(
     int8_observer: str = typer.Option(
         "histogram", help="executorch-int8: activation ranges by 'histogram' (default) or 'minmax' (much faster)."
     ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the exporter libraries' own messages too."),
 ) -> None:
     """Export a run's student; exits non-zero (and keeps any earlier good file) if the parity check fails."""
     from rich.console import Console
 
+    from .._console import quiet_libraries
     from ..export import export_run
     from ..export.parity import Thresholds
 
     thresholds = Thresholds(
         fp32_max_abs=max_abs_diff, int8_class_agreement=min_agreement, int8_rmse_increase=max_rmse_increase
     )
-    result = export_run(
-        run_dir,
-        format,
-        out,
-        quantization=quantization,
-        thresholds=thresholds,
-        n_calibration=n_calibration,
-        n_heldout=n_heldout,
-        heldout_split=split,
-        data_root=data_root,
-        measure=measure,
-        int8_observer=int8_observer,
-    )
+    with quiet_libraries(not verbose):  # ExecuTorch's C++ logs, torchao's optional kernels, torch warnings
+        result = export_run(
+            run_dir,
+            format,
+            out,
+            quantization=quantization,
+            thresholds=thresholds,
+            n_calibration=n_calibration,
+            n_heldout=n_heldout,
+            heldout_split=split,
+            data_root=data_root,
+            measure=measure,
+            int8_observer=int8_observer,
+        )
     console = Console()
     console.print(f"wrote {result.path} ({result.path.stat().st_size:,} bytes)", markup=False, highlight=False)
     console.print(result.parity.summary(), highlight=False)

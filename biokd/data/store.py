@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._console import live_progress_ok
 from .._io import sha256_json, write_json, write_npy, write_text
 from ..errors import DataError
 from .spec import DataSpec
@@ -343,7 +344,7 @@ class _progress:
     """A rich progress bar over subjects (silent when ``enabled`` is false or output is not a terminal)."""
 
     def __init__(self, enabled: bool, total: int, done: int):
-        self.enabled, self.total, self.done = enabled and os.isatty(2), total, done
+        self.enabled, self.total, self.done = enabled and live_progress_ok(), total, done
 
     def __enter__(self) -> Callable[[], None]:
         if not self.enabled:

@@ -227,7 +227,7 @@ def load_pretrained(teacher: CBraModTeacher, path: str | Path, strict: bool = Tr
     state = _unwrap_state_dict(raw, file)
     state, ignored = _map_keys(state)
     if ignored:
-        groups = sorted({next(p for p in _IGNORED if k.startswith(p)) for k in ignored})
+        groups = sorted({next(p for p in _IGNORED if _strip(k).startswith(p)) for k in ignored})
         log.info("%s: ignoring %d key(s): %s", file, len(ignored), "; ".join(f"{p}* ({_IGNORED[p]})" for p in groups))
 
     expected = teacher.backbone.state_dict()
@@ -270,13 +270,18 @@ def _unwrap_state_dict(raw: object, file: Path) -> dict[str, torch.Tensor]:
     return dict(raw)
 
 
+def _strip(key: str) -> str:
+    """A key without the wrappers' prefixes (``module.`` of DataParallel/DDP, ``backbone.`` of a teacher)."""
+    return key.removeprefix("module.").removeprefix("backbone.")
+
+
 def _map_keys(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Strip wrapper prefixes; set aside ``proj_out``/head keys. Official and braindecode names agree."""
     mapped: dict[str, torch.Tensor] = {}
     ignored: list[str] = []
     for key, value in state.items():
-        name = key.removeprefix("module.").removeprefix("backbone.")
-        if name.startswith(tuple(_IGNORED)):
+        name = _strip(key)
+        if name.startswith(tuple(_IGNORED)):  # the file's own key is reported; groups are found on ``name``
             ignored.append(key)
         else:
             mapped[name] = value

@@ -17,7 +17,7 @@ from ..commands._shared import (
 
 
 def preprocess(
-    root: Path = typer.Option(..., help="FACED release folder holding Processed_data/ and Recording_info.csv."),
+    root: Path = typer.Option(..., help="FACED release folder holding Processed_data/ (Recording_info.csv optional)."),
     out: Path = OUT,
     subjects: str | None = typer.Option(None, help="Subject indices, e.g. '0-9,15' (default: all listed and found)."),
     jobs: int = JOBS,
@@ -37,6 +37,6 @@ def preprocess(
 
 def _notes(report: dict) -> list[str]:
     """Where the windows came from, and subjects whose amplitudes look like volts rather than µV."""
-    lines = [f"read from {report['processed_dir']}/"]
-    lines += [f"  check units {s}: {why}" for s, why in report["suspect_units"].items()]
+    lines = [f"read from {report['processed_dir']}/; subjects from {report['subject_list']}"]
+    lines += [f"  check units {s}: {why}" for s, why in report["suspect_units"].items()]  # printed without markup
     return lines

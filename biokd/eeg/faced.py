@@ -302,9 +302,10 @@ def preprocess_faced(
 ) -> BuildReport:
     """Turn a FACED release folder into a shard folder of labelled windows; valid old shards are reused.
 
-    ``subjects`` are indices 0–122 or ids ``sub000``; default: every subject of ``Recording_info.csv`` and of
-    ``Processed_data``, which must agree. A missing, extra or damaged subject raises :class:`DataError`
-    naming the file, unless ``skip_bad``: then it is skipped, counted and named in ``report.json``.
+    ``subjects`` are indices 0–122 or ids ``sub000``; default: every subject of ``Processed_data`` and, when
+    present, of ``Recording_info.csv``, which must then agree (the report says which was used). A missing,
+    extra or damaged subject raises :class:`DataError` naming the file, unless ``skip_bad``: then it is skipped,
+    counted and named in ``report.json``.
     """
     protocol = protocol or FacedProtocol()
     root = Path(root)
@@ -316,10 +317,13 @@ def preprocess_faced(
     else:
         files = find_subject_files(root)
         source_dir = processed_dir(root)
-    info = read_recording_info(root)
+    csv_path = root / INFO_CSV
+    # Recording_info.csv is optional (CBraMod's own script reads Processed_data alone); when present, its subject
+    # list is cross-checked against the files.
+    listed = csv_path.is_file()
+    info = read_recording_info(root) if listed else {}
     found = set(files) | set(info)
     wanted = sorted(found if subjects is None else {_subject_index(s) for s in subjects})
-    csv_path = root / INFO_CSV
 
     problems: dict[int, DataError] = {}
     for index in wanted:
@@ -332,7 +336,7 @@ def preprocess_faced(
                 expected, what = source_dir / f"{sid}.pkl", "one pickle per subject"
             listed = "listed in Recording_info.csv but " if index in info else ""
             problems[index] = DataError(expected, f"{listed}missing (expected {what})")
-        elif index not in info:
+        elif listed and index not in info:
             problems[index] = DataError(files[index], f"{sid} is not listed in {csv_path}")
         elif protocol.split_of(index) is None:
             problems[index] = DataError(
@@ -370,6 +374,12 @@ def preprocess_faced(
             **report.to_dict(),
             "source": protocol.source,
             "processed_dir": source_dir.name,
+            "recording_info_csv": str(csv_path) if listed else None,
+            "subject_list": (
+                f"{source_dir.name}/ cross-checked with {INFO_CSV}"
+                if listed
+                else f"{source_dir.name}/ alone ({INFO_CSV} absent: no cross-check, no recording details)"
+            ),
             "recording_info": {
                 subject_id(i): info[i] for i in wanted if i in info and subject_id(i) not in report.skipped
             },

@@ -64,9 +64,9 @@ class PhysionetMIProtocol:
     h_freq: float | None = None
     notch: float | None = 60.0
     sfreq: float = 200.0
-    #: window start relative to the cue, in seconds, and its length in samples at ``sfreq``
+    #: window start relative to the cue, and its length, in seconds (``n_times`` follows ``sfreq``)
     tmin: float = 0.0
-    n_times: int = 800
+    window_seconds: float = 4.0
     #: amplitude factor applied by the reader (µV → units of 100 µV, as every CBraMod loader does)
     scale: float = 0.01
     #: inclusive subject-number ranges of each split
@@ -89,8 +89,13 @@ class PhysionetMIProtocol:
             )
         if self.reference not in ("average", "none"):
             raise ConfigError(f"reference: must be 'average' or 'none'; got {self.reference!r}")
-        if self.sfreq <= 0 or self.n_times <= 0:
-            raise ConfigError(f"sfreq and n_times must be positive; got {self.sfreq} and {self.n_times}")
+        if self.sfreq <= 0 or self.window_seconds <= 0:
+            raise ConfigError(f"sfreq and window_seconds must be positive; got {self.sfreq} and {self.window_seconds}")
+        if abs(self.window_seconds * self.sfreq - self.n_times) > 1e-6:
+            raise ConfigError(
+                f"window_seconds × sfreq = {self.window_seconds:g} s × {self.sfreq:g} Hz = "
+                f"{self.window_seconds * self.sfreq:g}: must be a whole number of samples"
+            )
         if self.l_freq is not None and self.h_freq is not None and self.h_freq <= self.l_freq:
             raise ConfigError(f"h_freq ({self.h_freq}) must be above l_freq ({self.l_freq})")
         if self.h_freq is not None and self.h_freq >= self.sfreq / 2:
@@ -100,6 +105,11 @@ class PhysionetMIProtocol:
             known = standard_channel_names()
             if unknown := [c for c in self.channels if c not in known]:
                 raise ConfigError(f"channels: {unknown} are not EEGMMIDB channels; valid: {', '.join(known)}")
+
+    @property
+    def n_times(self) -> int:
+        """Samples per window at ``sfreq`` (``window_seconds`` long whatever the rate)."""
+        return round(self.window_seconds * self.sfreq)
 
     @property
     def class_names(self) -> list[str]:
@@ -131,6 +141,7 @@ class PhysionetMIProtocol:
             "ch_names": list(self.channels) if self.channels is not None else standard_channel_names(),
             "class_names": self.class_names,
             "processing_version": PROCESSING_VERSION,
+            "n_times": self.n_times,
             **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
         }
 

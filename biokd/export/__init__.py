@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._extras import missing_extra_message
 from ..errors import BiokdError
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ TOOLCHAINS: dict[str, tuple[tuple[str, str], ...]] = {
 FORMATS: tuple[str, ...] = tuple(TOOLCHAINS)
 #: File suffix of each format (``student`` + suffix is the default file name).
 SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "executorch": ".pte", "executorch-int8": ".int8.pte"}
-INSTALL_HINT = "pip install 'biokd[export]'"
 
 
 class ExportError(BiokdError):
@@ -96,10 +96,8 @@ def require_toolchain(fmt: str) -> None:
         try:
             importlib.import_module(module)
         except ImportError as err:
-            raise ToolchainMissingError(
-                f"export format {fmt!r} needs the {package!r} package ({module} could not be imported: {err}); "
-                f"install the export extra: {INSTALL_HINT}"
-            ) from err
+            message = missing_extra_message(package, "export", f"export format {fmt!r}")
+            raise ToolchainMissingError(f"{message} ({module} could not be imported: {err})") from err
 
 
 # -- naming the operation (and layer) an exporter refused ----------------------------------------------------

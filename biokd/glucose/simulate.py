@@ -33,6 +33,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import pandas as pd
 
+from .._extras import require
 from .._io import write_json, write_text
 from .ohiot1dm import TIME_FORMAT
 
@@ -45,6 +46,7 @@ def _simglucose():
     logging.getLogger("simglucose").setLevel(logging.WARNING)  # it logs every meal and bolus at INFO
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        require("simglucose.simulation.env", "glucose", "simulating a glucose cohort", package="simglucose")
         from simglucose.actuator.pump import InsulinPump
         from simglucose.controller.basal_bolus_ctrller import BBController
         from simglucose.patient.t1dpatient import T1DPatient
@@ -128,23 +130,53 @@ def _ts(t: pd.Timestamp) -> str:
     return quoteattr(t.strftime(TIME_FORMAT))
 
 
+#: Every stream element of a release file, in the release's order; files carry each one, empty or not, and other
+#: readers of the format expect them all (the 2018 files hold the basis_* streams, the 2020 ones acceleration).
+RELEASE_ELEMENTS = (
+    "glucose_level",
+    "finger_stick",
+    "basal",
+    "temp_basal",
+    "bolus",
+    "meal",
+    "sleep",
+    "work",
+    "stressors",
+    "hypo_event",
+    "illness",
+    "exercise",
+    "basis_heart_rate",
+    "basis_gsr",
+    "basis_skin_temperature",
+    "basis_air_temperature",
+    "basis_steps",
+    "basis_sleep",
+    "acceleration",
+)
+
+
 def ohio_xml(patient_id: str, rows: pd.DataFrame, keep_cgm: np.ndarray) -> str:
-    """OhioT1DM-schema XML for the rows of one file (``keep_cgm`` false = a sensor drop-out)."""
-    lines = [f'<patient id="{patient_id}" weight="99" insulin_type="simulated">', "\t<glucose_level>"]
+    """OhioT1DM-schema XML for the rows of one file (``keep_cgm`` false = a sensor drop-out).
+
+    Every element of :data:`RELEASE_ELEMENTS` is written; those the simulator does not produce are empty.
+    """
+    events: dict[str, list[str]] = {name: [] for name in RELEASE_ELEMENTS}
     for t, v in zip(rows["time"][keep_cgm], rows["cgm"][keep_cgm], strict=True):
-        lines.append(f'\t\t<event ts={_ts(t)} value="{round(v)}"/>')
-    lines += ["\t</glucose_level>", "\t<finger_stick>", "\t</finger_stick>", "\t<basal>"]
+        events["glucose_level"].append(f'<event ts={_ts(t)} value="{round(v)}"/>')
     rate = rows["basal"].to_numpy()
     change = np.r_[True, rate[1:] != rate[:-1]]
     for t, v in zip(rows["time"][change], rate[change], strict=True):
-        lines.append(f'\t\t<event ts={_ts(t)} value="{v:.4f}"/>')
-    lines += ["\t</basal>", "\t<temp_basal>", "\t</temp_basal>", "\t<bolus>"]
+        events["basal"].append(f'<event ts={_ts(t)} value="{v:.4f}"/>')
     for t, v in zip(rows["time"][rows["bolus"] > 0], rows["bolus"][rows["bolus"] > 0], strict=True):
-        lines.append(f'\t\t<event ts_begin={_ts(t)} ts_end={_ts(t)} type="normal" dose="{v:.3f}" bwz_carb_input="0"/>')
-    lines += ["\t</bolus>", "\t<meal>"]
+        events["bolus"].append(
+            f'<event ts_begin={_ts(t)} ts_end={_ts(t)} type="normal" dose="{v:.3f}" bwz_carb_input="0"/>'
+        )
     for t, v in zip(rows["time"][rows["carbs"] > 0], rows["carbs"][rows["carbs"] > 0], strict=True):
-        lines.append(f'\t\t<event ts={_ts(t)} type="Meal" carbs="{round(v)}"/>')
-    lines += ["\t</meal>", "</patient>", ""]
+        events["meal"].append(f'<event ts={_ts(t)} type="Meal" carbs="{round(v)}"/>')
+    lines = [f'<patient id="{patient_id}" weight="99" insulin_type="simulated">']
+    for name, items in events.items():
+        lines += [f"\t<{name}>", *(f"\t\t{item}" for item in items), f"\t</{name}>"]
+    lines += ["</patient>", ""]
     return "\n".join(lines)
 
 
@@ -214,6 +246,7 @@ def simulate_cohort(
     if not 1 <= len(names) <= len(PATIENT_NAMES) or any(n not in PATIENT_NAMES for n in names):
         raise ValueError(f"patients must be 1..{len(PATIENT_NAMES)} of {PATIENT_NAMES}; got {names}")
     settings = {"days": days, "seed": seed, "test_fraction": test_fraction, "gaps_per_day": gaps_per_day}
+    settings["elements"] = len(RELEASE_ELEMENTS)  # files written before every element was written are remade
     previous = json.loads((out / "cohort.json").read_text()) if (out / "cohort.json").is_file() else {}
     done = {p["id"]: p for p in previous.get("patients", [])} if previous.get("settings") == settings else {}
     todo, results = [], []
@@ -224,6 +257,8 @@ def simulate_cohort(
             results.append({**done[pid], "reused": True})
         else:
             todo.append(_Job(str(out), name, pid, days, seed * 1000 + i, test_fraction, gaps_per_day))
+    if todo:
+        _simglucose()  # a missing glucose extra is named here, once, not in every worker
     if jobs > 1 and len(todo) > 1:
         import multiprocessing
 
