@@ -18,19 +18,8 @@ def show(
     import yaml
 
     from ..config import load_config, to_dict
-    from ..errors import ConfigError
     from ..pipeline import RunConfig
 
-    try:
-        cfg = load_config(RunConfig, config, set_)
-        kind = "a train-teacher / distill run (RunConfig)"
-    except ConfigError as first:
-        from ..glucose.demo import GlucoseRunConfig
-
-        try:
-            cfg = load_config(GlucoseRunConfig, config, set_)
-            kind = "a glucose run (GlucoseRunConfig)"
-        except ConfigError:
-            raise first from None
-    typer.echo(f"# {config}: resolved as {kind}, defaults filled in")
+    cfg = load_config(RunConfig, config, set_)
+    typer.echo(f"# {config}: resolved as a train-teacher / distill run, defaults filled in")
     typer.echo(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).rstrip())
