@@ -10,11 +10,13 @@ and 60 min and Clarke A, averaged over patients, as ``biokd.glucose.demo.evaluat
 * ``folded-calibrated``: the same, centre frequencies fixed at the median the adaptive VMD settles at on the
   training windows (``median_centre_frequencies``).
 
-Then exports each trained model (ONNX fp32, ONNX int8 dynamic; ExecuTorch fp32/int8 for the folded ones:
-lowering the 30-sweep graph takes minutes, see the Export section of RESULTS.md) and measures file size and
-single-thread latency (``biokd.export.card.measure_runtime``: fresh subprocess, one window, p50/p95).
+Then exports each trained model (ONNX fp32, ONNX int8 dynamic; ExecuTorch fp32/int8 for the default folded
+model only: lowering unrolls the LSTM and takes minutes, the 30-sweep graph longer still, see the Export
+section of RESULTS.md) and measures file size and single-thread latency (``biokd.export.card.measure_runtime``:
+fresh subprocess, one window, p50/p95). Trained runs under ``--out/runs`` are reused when settings match.
 
-    python benchmarks/bench_gluconet_budget.py --out /tmp/gluconet-budget      # about 8 minutes on 2 cores
+    python benchmarks/bench_gluconet_budget.py --out /tmp/gluconet-budget --formats onnx,onnx-int8  # ~6 min
+    python benchmarks/bench_gluconet_budget.py --out /tmp/gluconet-budget   # + ExecuTorch, ~3 min more idle
 """
 
 from __future__ import annotations
@@ -89,7 +91,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--no-executorch", action="store_true", help="skip the ExecuTorch exports")
+    parser.add_argument(
+        "--formats",
+        default="onnx,onnx-int8,executorch,executorch-int8",
+        help="export formats; ExecuTorch ones for the default folded model only (lowering takes minutes)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -126,11 +132,11 @@ def main() -> None:
     exports_dir = args.out / "exports"
     exports_dir.mkdir(parents=True, exist_ok=True)
     calib = data["train"].inputs[:: max(1, len(data["train"]) // 32)][:32]
-    folded_formats = ["onnx", "onnx-int8"] + ([] if args.no_executorch else ["executorch", "executorch-int8"])
+    wanted = args.formats.split(",")
     costs = []
     for name, model in models.items():
         t0 = time.perf_counter()
-        formats = ["onnx", "onnx-int8"] if name == "sweeps" else folded_formats
+        formats = [f for f in wanted if f.startswith("onnx") or name == "folded"]
         costs += _exports(name, model, exports_dir, calib, formats)
         timings[f"export_{name}_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - tic

@@ -73,6 +73,7 @@ def export_model(
     measure: bool = True,
     heldout_source: str | None = None,
     int8_observer: str = "histogram",
+    accuracy_metrics: Callable[[Any, Any], Mapping[str, float]] | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``out`` in ``fmt``, check parity on ``heldout``, keep it only if it passes.
 
@@ -84,7 +85,9 @@ def export_model(
     ``dynamic`` or ``static`` for ``onnx-int8``. ``reference``: the PyTorch model to compare with (default
     ``model``). ``card_info``: extra card fields (``input_contract``, ``outputs``, ``teacher``, ``data``,
     ``metrics``, ``run_dir``). ``int8_observer``: ``histogram`` or ``minmax`` activation ranges for
-    ``executorch-int8`` (see :func:`biokd.export.executorch.export_executorch`).
+    ``executorch-int8`` (see :func:`biokd.export.executorch.export_executorch`). ``accuracy_metrics(y, pred)``:
+    task-specific figures added to the card's held-out accuracy (see :func:`biokd.export.card.accuracy_summary`).
+    For int8 formats with ``measure``, the fp32 export is measured too, so the card sets both side by side.
 
     A passing export is renamed to ``out`` with ``out.card.json``/``out.card.md`` beside it; a failing one
     goes to ``out.failed`` (with its card) and :class:`~biokd.export.ParityError` is raised. Either way an
@@ -137,13 +140,26 @@ def export_model(
         )
         final = out if report.passed else out.with_name(out.name + ".failed")
         os.replace(built, final)
+        targets = stack_targets(heldout, task)  # type: ignore[arg-type]
+        extras: dict[str, Any] = {}
+        if targets is not None:
+            from .card import accuracy_summary
+
+            extras["accuracy"] = accuracy_summary(
+                task, targets, expected, exported, source=heldout_source, extra_metrics=accuracy_metrics
+            )
+        fields = _card(
+            final, fmt, report, task, model, examples, names, output_name, expected.shape[-1], info, card_info, measure
+        )
+        if precision == "int8" and measure and report.passed:
+            extras["latency"] = _fp32_vs_int8(fmt, model, examples, workdir, final, fields["runtime"])
+        from .card import build_card
+
+        card = build_card(**fields, **extras)
     finally:
         torch.set_num_threads(threads)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    card = _card(
-        final, fmt, report, task, model, examples, names, output_name, expected.shape[-1], info, card_info, measure
-    )
     from .card import write_card
 
     card_paths = write_card(final, card)
@@ -155,6 +171,28 @@ def export_model(
             failed_path=final,
         )
     return ExportResult(fmt, final, report, card, card_paths, info)
+
+
+def _fp32_vs_int8(
+    fmt: str, model: Any, examples: tuple[Any, ...], workdir: Path, int8_path: Path, int8_measured: Any
+) -> dict[str, Any]:
+    """The int8 file's latency beside its fp32 counterpart's (built for ONNX int8 anyway; lowered for ExecuTorch)."""
+    from .card import latency_comparison, measure_runtime
+
+    runtime = "onnxruntime" if fmt.startswith("onnx") else "executorch"
+    fp32 = workdir / ("fp32.onnx" if fmt.startswith("onnx") else "fp32.pte")
+    if not fp32.is_file():
+        from .executorch import export_executorch
+
+        export_executorch(model, examples, fp32, quantize=False)
+    shapes = [[1, *x.shape[1:]] for x in examples]
+    return latency_comparison(
+        measure_runtime(runtime, shapes, path=fp32),
+        int8_measured or measure_runtime(runtime, shapes, path=int8_path),
+        fp32.stat().st_size,
+        int8_path.stat().st_size,
+        fmt.removesuffix("-int8"),
+    )
 
 
 def _runtime_predictor(fmt: str, path: Path) -> Any:
@@ -253,7 +291,8 @@ def _card(
     card_info: Mapping[str, Any] | None,
     measure: bool,
 ) -> dict[str, Any]:
-    from .card import build_card, measure_runtime
+    """The keyword arguments of :func:`biokd.export.card.build_card` for this export (runtime measured)."""
+    from .card import measure_runtime
 
     batch: Any = "batch" if fmt.startswith("onnx") else 1
     inputs = [
@@ -271,7 +310,7 @@ def _card(
         )
     elif not report.passed:
         runtime = {"skipped": "the export failed its parity check"}
-    return build_card(
+    return dict(
         path=path,
         fmt=fmt,
         status="passed" if report.passed else "failed parity check",
@@ -333,6 +372,15 @@ def _glucose(root: Path, split: str, protocol: Mapping[str, Any]) -> Any:
     from ..glucose.ohiot1dm import GlucoseWindows
 
     return GlucoseWindows(root, split)
+
+
+def _accuracy_metrics(protocol: Mapping[str, Any]) -> Any:
+    """Task-specific card figures: Clarke zones for glucose forecasts in mg/dL, else none."""
+    if "horizons" in protocol and (protocol.get("channel_units") or ["mg/dL"])[0] == "mg/dL":
+        from ..glucose.metrics import ExportCardMetrics
+
+        return ExportCardMetrics()
+    return None
 
 
 def _provider(protocol: Mapping[str, Any]) -> Provider:
@@ -493,6 +541,8 @@ def run_card_info(meta: Mapping[str, Any], calibration_split: str | None, heldou
                 outputs[k] = protocol[k]
         if protocol.get("channel_units"):
             outputs["units"] = f"{protocol['channel_units'][0]} (the units of the training targets)"
+    from .card import provenance_warnings
+
     config = meta["config"]
     metrics = meta.get("metrics")
     quoted = metrics.get("student", metrics) if isinstance(metrics, dict) else None
@@ -508,6 +558,7 @@ def run_card_info(meta: Mapping[str, Any], calibration_split: str | None, heldou
             "parity_split": heldout_split,
         },
         "metrics": _scalars(quoted) if quoted is not None else None,
+        "warnings": provenance_warnings(config, metrics),
     }
 
 
@@ -576,4 +627,5 @@ def export_run(
         measure=measure,
         heldout_source=f"held-out '{split}'",
         int8_observer=int8_observer,
+        accuracy_metrics=_accuracy_metrics(meta["protocol"]),
     )

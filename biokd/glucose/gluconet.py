@@ -15,6 +15,9 @@ DFT and its inverse as constant matrix products (no FFT, no data-dependent contr
 exported graph holds the decomposition and the model takes the same raw window on a device. No VMD
 package is installed here (``vmdpy`` and ``sktime`` are absent), so VMD is implemented here, after
 Dragomiretskiy & Zosso, IEEE TSP 2014 (tau = 0: no Lagrangian update; modes initialised uniformly).
+Two modes (``vmd_mode``): ``folded`` (default) fixes the centre frequencies, which makes the 30 sweeps one
+linear map of the window, applied as one T x T matrix (:class:`FoldedVMD`: small and fast enough for the
+wearable budget); ``sweeps`` runs the adaptive sweeps in the graph (:class:`VMD`, the model before the fold).
 
 Feature for distillation: submodule ``high_feature`` outputs ``(B, d_model)`` (32 by default).
 
