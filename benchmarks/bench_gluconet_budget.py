@@ -52,7 +52,7 @@ def _exports(name: str, model: GlucoNet, out: Path, calib: torch.Tensor, formats
         tic = time.perf_counter()
         if fmt.startswith("onnx"):
             path = out / f"{name}.onnx"
-            if not path.is_file():
+            if not any(r["format"] == "onnx" for r in rows):  # fresh in this run (onnx-int8 quantizes it)
                 export_onnx(model, (example,), path, ("glucose_inputs",), ("forecast",))
             if fmt == "onnx-int8":
                 src, path = path, out / f"{name}.int8.onnx"

@@ -262,7 +262,9 @@ def test_onnx_int8_auto_choice_and_static_override(exported: Any, eeg_run: Path)
     # fp32 and int8 latency side by side, with a recommendation that says when int8 is the slower one.
     measured = exported("eeg", "onnx-int8", measure=True)
     side = measured.card["latency_fp32_vs_int8"]
-    assert side["fp32"]["format"] == "onnx" and side["fp32"]["size_bytes"] > side["int8"]["size_bytes"]
+    assert side["fp32"]["format"] == "onnx" and side["int8"]["size_bytes"] == measured.path.stat().st_size
+    assert side["int8_size_ratio"] == pytest.approx(side["fp32"]["size_bytes"] / side["int8"]["size_bytes"])
+    assert ("LARGER" in side["recommendation"]) == (side["int8_size_ratio"] < 1)  # tiny models can grow
     assert side["int8"]["p50_ms"] == measured.card["measured"]["latency_ms"]["p50"]
     slower = side["int8"]["p50_ms"] > 1.05 * side["fp32"]["p50_ms"]
     assert ("SLOWER" in side["recommendation"]) == slower
@@ -522,3 +524,5 @@ def test_card_markdown_keeps_every_channel_and_flags_narrow_passes(tmp_path: Pat
     assert "SLOWER" in slow["recommendation"] and "0.850 vs 0.500" in slow["recommendation"]
     assert slow["int8_speedup"] == pytest.approx(0.5 / 0.85) and slow["int8_size_ratio"] == 4.0
     assert "faster" in latency_comparison(run(0.9), run(0.3), 4000, 1000, "onnx")["recommendation"]
+    grown = latency_comparison(run(0.5), run(0.5), 1000, 1200, "onnx")["recommendation"]
+    assert "1.2x LARGER" in grown and "use fp32" in grown

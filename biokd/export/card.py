@@ -259,16 +259,23 @@ def latency_comparison(
     a, b = float(fp32["latency_ms"]["p50"]), float(int8["latency_ms"]["p50"])
     speedup, shrink = a / b if b > 0 else float("inf"), fp32_size / int8_size if int8_size else float("inf")
     cpu = fp32.get("machine", {}).get("cpu", "this machine")
+    size = (
+        f"{shrink:.1f}x smaller"
+        if shrink >= 1
+        else f"{1 / shrink:.1f}x LARGER (quantization nodes outweigh the weights)"
+    )
     if b > 1.05 * a:
         advice = (
             f"int8 is SLOWER than fp32 here ({b:.3f} vs {a:.3f} ms p50 on {cpu}): int8 kernels pay for "
             "quantizing activations and often lose to fp32 on x86 cores at this size. Use fp32 for speed on this "
-            f"machine; int8 for its {shrink:.1f}x smaller file (and usually memory). Measure on the target device."
+            f"machine; the int8 file is {size}. Measure on the target device."
         )
     elif b < a / 1.05:
-        advice = f"int8 is {speedup:.2f}x faster and {shrink:.1f}x smaller here: int8, if its accuracy is acceptable."
+        advice = f"int8 is {speedup:.2f}x faster and its file {size} here: int8, if its accuracy is acceptable."
     else:
-        advice = f"int8 and fp32 are level in speed here; int8 is {shrink:.1f}x smaller: int8 where size matters."
+        advice = f"int8 and fp32 are level in speed here; the int8 file is {size}."
+    if shrink < 1 and b >= a / 1.05:
+        advice += " Nothing is gained by int8 for this model: use fp32."
     return {
         "fp32": {
             "format": fp32_format,
