@@ -21,6 +21,9 @@ def export(
     max_abs_diff: float = typer.Option(1e-4, help="fp32 parity: largest allowed |exported - PyTorch|."),
     min_agreement: float = typer.Option(0.95, help="int8 classification: least class agreement with PyTorch."),
     max_rmse_increase: float = typer.Option(0.05, help="int8 forecasting: largest relative RMSE increase."),
+    max_forecast_diff: float = typer.Option(
+        10.0, help="int8 forecasting: largest move of any single forecast vs PyTorch (output units, e.g. mg/dL)."
+    ),
     n_heldout: int = typer.Option(128, help="Held-out windows for the parity check."),
     n_calibration: int = typer.Option(64, help="Training windows for int8 calibration."),
     split: str | None = typer.Option(None, help="Split for the parity check (default: the run's validation split)."),
@@ -39,7 +42,10 @@ def export(
     from ..export.parity import Thresholds
 
     thresholds = Thresholds(
-        fp32_max_abs=max_abs_diff, int8_class_agreement=min_agreement, int8_rmse_increase=max_rmse_increase
+        fp32_max_abs=max_abs_diff,
+        int8_class_agreement=min_agreement,
+        int8_rmse_increase=max_rmse_increase,
+        int8_forecast_max_abs=max_forecast_diff,
     )
     with quiet_libraries(not verbose):  # ExecuTorch's C++ logs, torchao's optional kernels, torch warnings
         result = export_run(

@@ -2,8 +2,12 @@
 
 A card says what goes in (input names, shapes, dtype, channels in order, sampling rate, window, units and
 scaling), what comes out (class names or forecast horizons), what the file costs (size, parameters, FLOPs,
-single-thread latency p50/p95, peak memory), how faithful it is (the parity figures), where it comes from
-(teacher, data, metrics) and what it is not for.
+single-thread latency p50/p95, peak memory; for int8 exports the fp32 export's latency and size beside it,
+with a recommendation), how faithful it is (the parity figures, each check with its margin; a check passed
+within a fifth of its room is said to have passed narrowly), how accurate it is on held-out windows before
+and after export (the task's own metric: balanced accuracy; RMSE, MAE and the worst error for forecasts,
+plus task extras such as Clarke zones), where it comes from (teacher, data, metrics, and the run's
+provenance warnings, shown first) and what it is not for.
 
 Latency and memory are measured by :func:`measure_runtime` in a fresh subprocess (``python -m
 biokd.export.card``), so nothing the parent process has loaded is counted: after the runtime is imported the
@@ -22,7 +26,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +189,124 @@ def machine() -> dict[str, Any]:
     return {"cpu": name, "cores": os.cpu_count(), "os": platform.platform(terse=True)}
 
 
+# -- what the export costs in accuracy and time -------------------------------------------------------------
+def accuracy_summary(
+    task: str,
+    targets: Any,
+    reference: Any,
+    exported: Any,
+    *,
+    source: str,
+    extra_metrics: Callable[[Any, Any], Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Accuracy on held-out windows of the PyTorch model (before export/quantization) and of the export.
+
+    Classification: balanced accuracy of the argmax. Forecasting: RMSE, MAE and the worst absolute error over
+    all finite targets and horizons, then per horizon (``h0``, ``h1``, …). ``extra_metrics(y, pred)`` adds
+    task-specific figures computed on the flattened finite pairs (e.g. Clarke zones for glucose); its
+    optional ``units`` attribute names the forecast's units and ``agreement(y, reference, exported)`` how
+    far the export's forecasts agree with the PyTorch model's.
+    """
+    import numpy as np
+
+    y = np.asarray(targets)
+    ref, out = np.asarray(reference, dtype=np.float64), np.asarray(exported, dtype=np.float64)
+    result: dict[str, Any] = {"source": source, "n_windows": len(y)}
+    if task == "classification":
+        from sklearn.metrics import balanced_accuracy_score
+
+        labels = y.astype(int).reshape(-1)
+        result["metric"] = "balanced accuracy"
+        result["pytorch"] = {"balanced_accuracy": float(balanced_accuracy_score(labels, ref.argmax(-1)))}
+        result["exported"] = {"balanced_accuracy": float(balanced_accuracy_score(labels, out.argmax(-1)))}
+        result["change"] = {
+            "balanced_accuracy": result["exported"]["balanced_accuracy"] - result["pytorch"]["balanced_accuracy"]
+        }
+        return result
+    y = y.astype(np.float64).reshape(ref.shape)
+    units = getattr(extra_metrics, "units", "")
+    result["metric"] = "RMSE, MAE, worst absolute error" + (f" ({units})" if units else "")
+
+    def scores(pred: np.ndarray) -> dict[str, float]:
+        mask = np.isfinite(y)
+        err = pred[mask] - y[mask]
+        row = {
+            "rmse": float(np.sqrt(np.mean(err**2))),
+            "mae": float(np.mean(np.abs(err))),
+            "max_abs_error": float(np.max(np.abs(err))),
+        }
+        for k in range(y.shape[1]):
+            col = np.isfinite(y[:, k])
+            row[f"rmse_h{k}"] = float(np.sqrt(np.mean((pred[col, k] - y[col, k]) ** 2)))
+        if extra_metrics is not None:
+            row.update(extra_metrics(y[mask], pred[mask]))
+        return row
+
+    result["pytorch"], result["exported"] = scores(ref), scores(out)
+    result["change"] = {k: result["exported"][k] - result["pytorch"][k] for k in result["pytorch"]}
+    if extra_metrics is not None and hasattr(extra_metrics, "agreement"):
+        mask = np.isfinite(y)
+        result["agreement"] = dict(extra_metrics.agreement(y[mask], ref[mask], out[mask]))  # type: ignore[attr-defined]
+    return result
+
+
+def latency_comparison(
+    fp32: Mapping[str, Any], int8: Mapping[str, Any], fp32_size: int, int8_size: int, fp32_format: str
+) -> dict[str, Any]:
+    """fp32 and int8 latency and size side by side, with a recommendation for this machine."""
+    if "latency_ms" not in fp32 or "latency_ms" not in int8:
+        return {"skipped": "latency of both fp32 and int8 is needed", "fp32": dict(fp32), "int8": dict(int8)}
+    a, b = float(fp32["latency_ms"]["p50"]), float(int8["latency_ms"]["p50"])
+    speedup, shrink = a / b if b > 0 else float("inf"), fp32_size / int8_size if int8_size else float("inf")
+    cpu = fp32.get("machine", {}).get("cpu", "this machine")
+    size = (
+        f"{shrink:.1f}x smaller"
+        if shrink >= 1
+        else f"{1 / shrink:.1f}x LARGER (quantization nodes outweigh the weights)"
+    )
+    if b > 1.05 * a:
+        advice = (
+            f"int8 is SLOWER than fp32 here ({b:.3f} vs {a:.3f} ms p50 on {cpu}): int8 kernels pay for "
+            "quantizing activations and often lose to fp32 on x86 cores at this size. Use fp32 for speed on this "
+            f"machine; the int8 file is {size}. Measure on the target device."
+        )
+    elif b < a / 1.05:
+        advice = f"int8 is {speedup:.2f}x faster and its file {size} here: int8, if its accuracy is acceptable."
+    else:
+        advice = f"int8 and fp32 are level in speed here; the int8 file is {size}."
+    if shrink < 1 and b >= a / 1.05:
+        advice += " Nothing is gained by int8 for this model: use fp32."
+    return {
+        "fp32": {
+            "format": fp32_format,
+            "p50_ms": a,
+            "p95_ms": float(fp32["latency_ms"]["p95"]),
+            "size_bytes": fp32_size,
+        },
+        "int8": {"p50_ms": b, "p95_ms": float(int8["latency_ms"]["p95"]), "size_bytes": int8_size},
+        "int8_speedup": speedup,
+        "int8_size_ratio": shrink,
+        "recommendation": advice,
+    }
+
+
+def provenance_warnings(config: Mapping[str, Any] | None, metrics: Any) -> list[str]:
+    """The run's own caveats (config ``notes``, ``metrics.json`` ``notes``/``warnings``), de-duplicated, in order."""
+    found: list[str] = []
+    sources = [(config or {}).get("notes")]
+    if isinstance(metrics, Mapping):
+        sources += [metrics.get("notes"), metrics.get("warnings")]
+        student = metrics.get("student")
+        if isinstance(student, Mapping):
+            sources += [student.get("notes"), student.get("warnings")]
+    for entry in sources:
+        items = [entry] if isinstance(entry, str) else entry if isinstance(entry, list | tuple) else []
+        for item in items:
+            if isinstance(item, str) and item.strip() and item.strip() not in found:
+                found.append(item.strip())
+    return found
+
+
 # -- cards -------------------------------------------------------------------------------------------------
 def build_card(
     *,
@@ -199,12 +321,24 @@ def build_card(
     export_info: Mapping[str, Any] | None = None,
     runtime: Mapping[str, Any] | None = None,
     card_info: Mapping[str, Any] | None = None,
+    accuracy: Mapping[str, Any] | None = None,
+    latency: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card as a JSON-able dict (see the module docstring for what it holds)."""
     info = dict(card_info or {})
+    warnings = list(info.pop("warnings", None) or [])
+    if str(parity.get("source", "")).startswith("synthetic"):
+        warnings.append("Parity and accuracy were checked on synthetic inputs, not on held-out data.")
+    narrow = [c for c in parity.get("checks", []) if c.get("narrow")]
+    for check in narrow:
+        warnings.append(
+            f"Parity passed by a hair: {check['criterion']} = {check['value']:.4g} against a limit of "
+            f"{check['limit']:.4g} (margin {check['margin']:.3g})."
+        )
     card: dict[str, Any] = {
         "name": path.name,
-        "status": status,
+        "status": "passed narrowly" if status == "passed" and narrow else status,
+        "warnings": warnings,
         "format": fmt,
         "runtime": RUNTIMES.get(fmt, fmt),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -216,6 +350,8 @@ def build_card(
         "model": dict(model_info),
         "export": dict(export_info or {}),
         "measured": dict(runtime or {"skipped": "measurement not requested"}),
+        "latency_fp32_vs_int8": dict(latency or {}),
+        "accuracy": dict(accuracy or {"skipped": "no held-out targets"}),
         "parity": dict(parity),
         "provenance": {k: info.pop(k) for k in ("run_dir", "teacher", "data", "metrics") if k in info},
         "intended_use": info.pop("intended_use", INTENDED_USE),
@@ -252,9 +388,7 @@ def write_card(export_path: str | Path, card: Mapping[str, Any]) -> tuple[Path, 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, list | tuple) and len(value) > 12:
-        return ", ".join(map(str, value[:12])) + f", … ({len(value)} in all)"
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple):  # in full: a channel list cut short is an input contract broken
         return ", ".join(map(str, value))
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
@@ -266,6 +400,10 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines = [f"# Model card: {card['name']}", ""]
     lines += [f"**Status:** {card['status']} · **format:** {card['format']} · **runtime:** {card['runtime']}"]
     lines += [f"· **task:** {card['task']} · created {card['created']}", ""]
+    for warning in card.get("warnings", []):
+        lines += [f"> **Warning:** {warning}", ">"]
+    if card.get("warnings"):
+        lines[-1] = ""
     lines += ["## Intended use", "", str(card["intended_use"]), ""]
     lines += ["## Inputs", "", "| name | shape | dtype |", "|---|---|---|"]
     for spec in card["inputs"]:
@@ -293,8 +431,26 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         lines.append(f"- machine: {_fmt(measured['machine'])}")
     else:
         lines.append(f"- latency and memory: {_fmt(measured)}")
+    lines += _latency_lines(card.get("latency_fp32_vs_int8") or {})
+    lines += _accuracy_lines(card.get("accuracy") or {})
+    parity = dict(card["parity"])
+    checks = parity.pop("checks", [])
     lines += ["", "## Parity with the PyTorch model", ""]
-    lines += [f"- **{k}**: {_fmt(v)}" for k, v in card["parity"].items()]
+    if checks:
+        lines += [
+            f"Verdict: **{parity.get('verdict', '')}**",
+            "",
+            "| check | value | limit | margin | |",
+            "|---|---|---|---|---|",
+        ]
+        for c in checks:
+            word = "FAILED" if not c["passed"] else "passed by a hair" if c["narrow"] else "passed"
+            lines.append(
+                f"| {c['criterion']} | {c['value']:.4g} | {c['direction']} {c['limit']:.4g} | {c['margin']:.3g} "
+                f"({100 * c['margin_fraction']:.0f}% of the room) | {word} |"
+            )
+        lines.append("")
+    lines += [f"- **{k}**: {_fmt(v)}" for k, v in parity.items()]
     if card.get("export"):
         lines += ["", "## Export details", ""] + [f"- **{k}**: {_fmt(v)}" for k, v in card["export"].items()]
     if model:
@@ -304,6 +460,37 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Limitations", ""] + [f"- {item}" for item in card["limitations"]]
     lines += ["", "Toolchain: " + _fmt(card["toolchain"]), ""]
     return "\n".join(lines)
+
+
+def _latency_lines(latency: Mapping[str, Any]) -> list[str]:
+    if not latency or "fp32" not in latency or "p50_ms" not in latency.get("fp32", {}):
+        return []
+    a, b = latency["fp32"], latency["int8"]
+    return [
+        "",
+        "## fp32 or int8",
+        "",
+        "| | p50 ms | p95 ms | file size |",
+        "|---|---|---|---|",
+        f"| fp32 ({a['format']}) | {a['p50_ms']:.3f} | {a['p95_ms']:.3f} | {a['size_bytes']:,} bytes |",
+        f"| int8 (this file) | {b['p50_ms']:.3f} | {b['p95_ms']:.3f} | {b['size_bytes']:,} bytes |",
+        "",
+        f"**Recommendation:** {latency['recommendation']}",
+    ]
+
+
+def _accuracy_lines(accuracy: Mapping[str, Any]) -> list[str]:
+    if "pytorch" not in accuracy:
+        return ["", "## Accuracy", "", f"- {_fmt(accuracy)}"] if accuracy else []
+    lines = ["", "## Accuracy on held-out windows", ""]
+    lines += [f"{accuracy['metric']}, {accuracy['n_windows']} windows of {accuracy['source']}.", ""]
+    lines += ["| metric | PyTorch (before export) | this export | change |", "|---|---|---|---|"]
+    for key, before in accuracy["pytorch"].items():
+        after, change = accuracy["exported"][key], accuracy["change"][key]
+        lines.append(f"| {key} | {before:.4g} | {after:.4g} | {change:+.3g} |")
+    if accuracy.get("agreement"):
+        lines += [""] + [f"- **{k}**: {_fmt(v)}" for k, v in accuracy["agreement"].items()]
+    return lines
 
 
 if __name__ == "__main__":

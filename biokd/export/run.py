@@ -72,6 +72,7 @@ def export_model(
     measure: bool = True,
     heldout_source: str | None = None,
     int8_observer: str = "histogram",
+    accuracy_metrics: Callable[[Any, Any], Mapping[str, float]] | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``out`` in ``fmt``, check parity on ``heldout``, keep it only if it passes.
 
@@ -83,7 +84,9 @@ def export_model(
     ``dynamic`` or ``static`` for ``onnx-int8``. ``reference``: the PyTorch model to compare with (default
     ``model``). ``card_info``: extra card fields (``input_contract``, ``outputs``, ``teacher``, ``data``,
     ``metrics``, ``run_dir``). ``int8_observer``: ``histogram`` or ``minmax`` activation ranges for
-    ``executorch-int8`` (see :func:`biokd.export.executorch.export_executorch`).
+    ``executorch-int8`` (see :func:`biokd.export.executorch.export_executorch`). ``accuracy_metrics(y, pred)``:
+    task-specific figures added to the card's held-out accuracy (see :func:`biokd.export.card.accuracy_summary`).
+    For int8 formats with ``measure``, the fp32 export is measured too, so the card sets both side by side.
 
     A passing export is renamed to ``out`` with ``out.card.json``/``out.card.md`` beside it; a failing one
     goes to ``out.failed`` (with its card) and :class:`~biokd.export.ParityError` is raised. Either way an
@@ -139,9 +142,22 @@ def export_model(
         final = out if report.passed else out.with_name(out.name + ".failed")
         staged = workdir / final.name
         os.replace(built, staged)
-        card = _card(
+        targets = stack_targets(heldout, task)  # type: ignore[arg-type]
+        extras: dict[str, Any] = {}
+        if targets is not None:
+            from .card import accuracy_summary
+
+            extras["accuracy"] = accuracy_summary(
+                task, targets, expected, exported, source=heldout_source, extra_metrics=accuracy_metrics
+            )
+        fields = _card(
             staged, fmt, report, task, model, examples, names, output_name, expected.shape[-1], info, card_info, measure
         )
+        if precision == "int8" and measure and report.passed:
+            extras["latency"] = _fp32_vs_int8(fmt, model, examples, workdir, staged, fields["runtime"])
+        from .card import build_card
+
+        card = build_card(**fields, **extras)  # on the staged file: same name, same bytes as the published one
         for stale in card_paths_of(final):
             stale.unlink(missing_ok=True)
         os.replace(staged, final)
@@ -203,6 +219,28 @@ def read_card(export_path: str | Path) -> dict[str, Any]:
             "the two was replaced); re-run the export"
         )
     return card
+
+
+def _fp32_vs_int8(
+    fmt: str, model: Any, examples: tuple[Any, ...], workdir: Path, int8_path: Path, int8_measured: Any
+) -> dict[str, Any]:
+    """The int8 file's latency beside its fp32 counterpart's (built for ONNX int8 anyway; lowered for ExecuTorch)."""
+    from .card import latency_comparison, measure_runtime
+
+    runtime = "onnxruntime" if fmt.startswith("onnx") else "executorch"
+    fp32 = workdir / ("fp32.onnx" if fmt.startswith("onnx") else "fp32.pte")
+    if not fp32.is_file():
+        from .executorch import export_executorch
+
+        export_executorch(model, examples, fp32, quantize=False)
+    shapes = [[1, *x.shape[1:]] for x in examples]
+    return latency_comparison(
+        measure_runtime(runtime, shapes, path=fp32),
+        int8_measured or measure_runtime(runtime, shapes, path=int8_path),
+        fp32.stat().st_size,
+        int8_path.stat().st_size,
+        fmt.removesuffix("-int8"),
+    )
 
 
 def _runtime_predictor(fmt: str, path: Path) -> Any:
@@ -301,7 +339,8 @@ def _card(
     card_info: Mapping[str, Any] | None,
     measure: bool,
 ) -> dict[str, Any]:
-    from .card import build_card, measure_runtime
+    """The keyword arguments of :func:`biokd.export.card.build_card` for this export (runtime measured)."""
+    from .card import measure_runtime
 
     batch: Any = "batch" if fmt.startswith("onnx") else 1
     inputs = [
@@ -319,7 +358,7 @@ def _card(
         )
     elif not report.passed:
         runtime = {"skipped": "the export failed its parity check"}
-    return build_card(
+    return dict(
         path=path,
         fmt=fmt,
         status="passed" if report.passed else "failed parity check",
@@ -375,6 +414,15 @@ def _store(root: Path, split: str, protocol: Mapping[str, Any]) -> Any:
     from ..data.reader import ShardDataset
 
     return ShardDataset(root, split)
+
+
+def _accuracy_metrics(protocol: Mapping[str, Any]) -> Any:
+    """Task-specific card figures: Clarke zones for glucose forecasts in mg/dL, else none."""
+    if "horizons" in protocol and (protocol.get("channel_units") or ["mg/dL"])[0] == "mg/dL":
+        from ..glucose.metrics import ExportCardMetrics
+
+        return ExportCardMetrics()
+    return None
 
 
 def _provider(protocol: Mapping[str, Any]) -> Provider:
@@ -545,6 +593,8 @@ def run_card_info(meta: Mapping[str, Any], calibration_split: str | None, heldou
                 outputs[k] = protocol[k]
         if protocol.get("channel_units"):
             outputs["units"] = f"{protocol['channel_units'][0]} (the units of the training targets)"
+    from .card import provenance_warnings
+
     config = meta["config"]
     metrics = meta.get("metrics")
     quoted = metrics.get("student", metrics) if isinstance(metrics, dict) else None
@@ -560,6 +610,7 @@ def run_card_info(meta: Mapping[str, Any], calibration_split: str | None, heldou
             "parity_split": heldout_split,
         },
         "metrics": _scalars(quoted) if quoted is not None else None,
+        "warnings": provenance_warnings(config, metrics),
     }
 
 
@@ -632,4 +683,5 @@ def export_run(
         measure=measure,
         heldout_source=f"held-out '{split}'",
         int8_observer=int8_observer,
+        accuracy_metrics=_accuracy_metrics(meta["protocol"]),
     )

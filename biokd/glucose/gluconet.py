@@ -15,6 +15,9 @@ DFT and its inverse as constant matrix products (no FFT, no data-dependent contr
 exported graph holds the decomposition and the model takes the same raw window on a device. No VMD
 package is installed here (``vmdpy`` and ``sktime`` are absent), so VMD is implemented here, after
 Dragomiretskiy & Zosso, IEEE TSP 2014 (tau = 0: no Lagrangian update; modes initialised uniformly).
+Two modes (``vmd_mode``): ``folded`` (default) fixes the centre frequencies, which makes the 30 sweeps one
+linear map of the window, applied as one T x T matrix (:class:`FoldedVMD`: small and fast enough for the
+wearable budget); ``sweeps`` runs the adaptive sweeps in the graph (:class:`VMD`, the model before the fold).
 
 Feature for distillation: submodule ``high_feature`` outputs ``(B, d_model)`` (32 by default).
 
@@ -38,6 +41,9 @@ from ..models import constructor_kwargs
 from .ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
 
 DELTA_SCALE = 50.0
+#: Centre frequencies (cycles per sample) where the VMD modes start, or stay when they are fixed.
+OMEGA_INIT = (0.0, 0.03, 0.08, 0.16)
+VMD_MODES = ("folded", "sweeps")
 
 
 def _vmd_matrices(n_times: int) -> tuple[np.ndarray, ...]:
@@ -73,6 +79,8 @@ class VMD(nn.Module):
     simulated CGM windows, 30 sweeps leave the low band within about 15% of the high band's SD of its
     converged value). ``omega_init`` starts the centre frequencies (cycles per sample) where CGM windows
     hold their energy, which converges much faster than the uniform start of the paper.
+    ``update_omega=False`` keeps the centre frequencies at ``omega_init``: each sweep is then linear in the
+    window, and so is the whole decomposition (:class:`FoldedVMD` is that map as one matrix).
     """
 
     def __init__(
@@ -83,7 +91,9 @@ class VMD(nn.Module):
         alpha: float = 2000.0,
         n_iter: int = 30,
         dc: bool = True,
-        omega_init: Sequence[float] = (0.0, 0.03, 0.08, 0.16),
+        omega_init: Sequence[float] = OMEGA_INIT,
+        update_omega: bool = True,
+        dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
         if not 1 <= n_low < n_modes:
@@ -91,11 +101,12 @@ class VMD(nn.Module):
         if len(omega_init) != n_modes:
             raise ValueError(f"omega_init needs {n_modes} centre frequencies; got {list(omega_init)}")
         self.n_modes, self.n_low, self.alpha, self.n_iter, self.dc = n_modes, n_low, alpha, n_iter, dc
+        self.update_omega = update_omega
         fwd_re, fwd_im, inv_re, inv_im, freqs = _vmd_matrices(n_times)
         for name, value in (("fwd_re", fwd_re), ("fwd_im", fwd_im), ("inv_re", inv_re), ("inv_im", inv_im)):
-            self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
-        self.register_buffer("freqs", torch.tensor(freqs, dtype=torch.float32), persistent=False)
-        self.register_buffer("omega_init", torch.tensor(omega_init, dtype=torch.float32), persistent=False)
+            self.register_buffer(name, torch.tensor(value, dtype=dtype), persistent=False)
+        self.register_buffer("freqs", torch.tensor(freqs, dtype=dtype), persistent=False)
+        self.register_buffer("omega_init", torch.tensor(omega_init, dtype=dtype), persistent=False)
 
     def modes_spectrum(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One-sided spectra of the modes, each ``(B, 2, F)`` (real, imaginary), and their centre
@@ -109,7 +120,7 @@ class VMD(nn.Module):
                 new = (spectrum - total + modes[k]) / (1.0 + self.alpha * (self.freqs - omega[k]) ** 2)
                 total = total + (new - modes[k])
                 modes[k] = new
-                if not (self.dc and k == 0):
+                if self.update_omega and not (self.dc and k == 0):
                     power = (new * new).sum(1, keepdim=True)
                     omega[k] = (power * self.freqs).sum(-1, keepdim=True) / (power.sum(-1, keepdim=True) + 1e-12)
         return modes, torch.cat(omega, dim=1).flatten(1)
@@ -120,6 +131,79 @@ class VMD(nn.Module):
         for k in range(1, self.n_low):
             low = low + modes[k]
         low = low[:, 0] @ self.inv_re + low[:, 1] @ self.inv_im
+        return low, x - low
+
+
+def fold_vmd(
+    n_times: int = 36,
+    n_modes: int = 4,
+    n_low: int = 2,
+    alpha: float = 2000.0,
+    n_iter: int = 30,
+    dc: bool = True,
+    omega: Sequence[float] = OMEGA_INIT,
+) -> np.ndarray:
+    """The low-band matrix ``L`` ``(T, T)`` of VMD with centre frequencies fixed at ``omega``: ``low = x @ L``.
+
+    With fixed centre frequencies every mode update is linear in the window, so ``n_iter`` sweeps are one
+    linear map; it is read off exactly by running the sweeps (in float64) on the identity basis: row ``i`` of
+    ``L`` is the low band of the unit window ``e_i``.
+    """
+    vmd = VMD(n_times, n_modes, n_low, alpha, n_iter, dc, omega, update_omega=False, dtype=torch.float64)
+    with torch.no_grad():
+        low, _ = vmd(torch.eye(n_times, dtype=torch.float64))
+    return low.numpy()
+
+
+def median_centre_frequencies(glucose_inputs: torch.Tensor, batch_size: int = 1024, **vmd_kwargs) -> list[float]:
+    """Median over windows of the centre frequencies the adaptive VMD settles at (cycles per sample).
+
+    ``glucose_inputs``: ``(N, 6, T)`` raw windows (the CGM channel is normalised as GlucoNet does). A data-driven
+    choice of ``GlucoNet(vmd_omega=...)`` for the folded decomposition, from training windows only.
+    """
+    n_times = glucose_inputs.shape[-1]
+    vmd = VMD(n_times, **vmd_kwargs)
+    z = (glucose_inputs[:, 0] - CHANNEL_SHIFT[0]) / CHANNEL_SCALE[0]
+    with torch.no_grad():
+        omega = torch.cat([vmd.modes_spectrum(z[i : i + batch_size])[1] for i in range(0, len(z), batch_size)])
+    return [float(w) for w in omega.median(0).values]
+
+
+class FoldedVMD(nn.Module):
+    """VMD with fixed centre frequencies folded into one matrix per band: ``low = x @ L``, ``high = x − low``.
+
+    Same arguments as :class:`VMD` (``omega``: the fixed centre frequencies). Equal, to float rounding, to
+    ``VMD(..., omega_init=omega, update_omega=False)``; causal like it (each window alone, nothing after its
+    last slot), but one ``(T, T)`` matrix product in the exported graph instead of ``n_iter × n_modes``
+    unrolled updates. What is lost: the centre frequencies no longer follow each window's spectrum.
+    """
+
+    def __init__(
+        self,
+        n_times: int = 36,
+        n_modes: int = 4,
+        n_low: int = 2,
+        alpha: float = 2000.0,
+        n_iter: int = 30,
+        dc: bool = True,
+        omega: Sequence[float] = OMEGA_INIT,
+    ):
+        super().__init__()
+        low = fold_vmd(n_times, n_modes, n_low, alpha, n_iter, dc, omega)
+        # Stored in checkpoints (5 KB at T = 36) so that a checkpoint of the 30-sweep model, which has no such
+        # entry, cannot load into the folded model silently (see _load_from_state_dict).
+        self.register_buffer("low_matrix", torch.tensor(low, dtype=torch.float32))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, *args) -> None:  # type: ignore[override]
+        if prefix + "low_matrix" not in state_dict:
+            raise ValueError(
+                f"the checkpoint has no '{prefix}low_matrix': it was trained with the adaptive 30-sweep VMD "
+                "(GlucoNet before the folded decomposition); load it with vmd_mode='sweeps'"
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low = x @ self.low_matrix
         return low, x - low
 
 
@@ -159,6 +243,8 @@ class GlucoNet(nn.Module):
         vmd_low: int = 2,
         vmd_alpha: float = 2000.0,
         vmd_iter: int = 30,
+        vmd_mode: str = "folded",
+        vmd_omega: Sequence[float] | None = None,
         channel_shift: Sequence[float] = CHANNEL_SHIFT,
         channel_scale: Sequence[float] = CHANNEL_SCALE,
     ):
@@ -168,7 +254,14 @@ class GlucoNet(nn.Module):
         self.config = constructor_kwargs(locals())
         self.register_buffer("shift", torch.tensor(channel_shift, dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("scale", torch.tensor(channel_scale, dtype=torch.float32).view(1, -1, 1))
-        self.decompose = VMD(n_times, vmd_modes, vmd_low, vmd_alpha, vmd_iter)
+        if vmd_mode not in VMD_MODES:
+            raise ValueError(f"vmd_mode must be one of {VMD_MODES}; got {vmd_mode!r}")
+        omega = tuple(vmd_omega) if vmd_omega is not None else OMEGA_INIT[:vmd_modes]
+        self.decompose: nn.Module
+        if vmd_mode == "folded":
+            self.decompose = FoldedVMD(n_times, vmd_modes, vmd_low, vmd_alpha, vmd_iter, omega=omega)
+        else:
+            self.decompose = VMD(n_times, vmd_modes, vmd_low, vmd_alpha, vmd_iter, omega_init=omega)
         # Low band + insulin + carbs → two convolutions → LSTM → small MLP.
         self.low_conv = nn.Sequential(
             nn.Conv1d(3, conv_channels, 3, padding=1),

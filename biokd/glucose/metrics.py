@@ -351,3 +351,23 @@ def plot_forecast_trace(
     for label in ax2.get_xticklabels():
         label.set_rotation(30)
     return _finish(fig, path)
+
+
+class ExportCardMetrics:
+    """Glucose figures for an export's model card: Clarke A and A+B of forecasts against the targets
+    (``__call__``), and how many forecasts the export moved into another Clarke zone (``agreement``)."""
+
+    units = "mg/dL"
+
+    def __call__(self, y_true: Any, y_pred: Any) -> dict[str, float]:
+        zones = zone_fractions(clarke_zones(y_true, y_pred))
+        return {"clarke_a": zones["A"], "clarke_ab": zones["A"] + zones["B"]}
+
+    def agreement(self, y_true: Any, reference: Any, exported: Any) -> dict[str, Any]:
+        before, after = clarke_zones(y_true, reference), clarke_zones(y_true, exported)
+        worse = np.sum(np.array([ZONES.index(z) for z in after]) > np.array([ZONES.index(z) for z in before]))
+        return {
+            "clarke_zone_agreement": float(np.mean(before == after)) if len(before) else 1.0,
+            "forecasts_moved_to_a_worse_zone": int(worse),
+            "n_forecasts": len(before),
+        }
