@@ -61,8 +61,12 @@ class MlflowTracker(Tracker):
     """One MLflow run per run folder (a resumed run continues the same MLflow run)."""
 
     def __init__(self, run_dir: Path, uri: str | None):
+        import os
+
         from mlflow.tracking import MlflowClient
 
+        # MLflow 3 keeps its file store (in maintenance) behind this switch; a database URI needs no switch
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.uri = uri or (run_dir / "mlruns").resolve().as_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
         id_file = run_dir / "mlflow_run.json"
