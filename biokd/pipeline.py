@@ -429,6 +429,7 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
                     shard_size=cfg.distill.cache.shard_size,
                     device=device,
                     log=log.info if is_main() else lambda m: None,
+                    progress=cfg.train.progress,
                 )
             )
         result = fit(distiller, data.train, data.val, cfg.train, out, data.task, teacher_cache=cache, log=log.info)
