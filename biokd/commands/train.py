@@ -67,7 +67,7 @@ def distill(
 
     setup_logging(quiet)
     metrics = run(_load(config, set_, track, quiet), out, restart)
-    _summary(out, {k: v for k, v in metrics.items() if k.startswith(("teacher", "student ("))})
+    _summary(out, {k: v for k, v in metrics.items() if k == "teacher" or k.startswith("student (")})
 
 
 def evaluate(
