@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import sha256_json, write_json, write_text
+from ._io import sha256_json, write_text
 from .config import dump_yaml, to_dict
 from .data.reader import ShardDataset, read_protocol
 from .data.spec import DataSpec, spec_of
@@ -32,6 +32,8 @@ from .distill.distiller import Distiller, reads_teacher
 from .distill.terms import TaskLoss, Term
 from .errors import BiokdError, ConfigError, DataError, LeakageError
 from .models import load_run_model, model_spec
+from .parallel import is_main, main_first
+from .parallel import main_write_json as write_json
 from .registry import MODELS, resolve
 from .tasks import Task, task_for
 from .trainer import Supervised, TrainConfig, fit, load_best, model_device, predict_dataset, seed_everything
@@ -294,7 +296,7 @@ def prepare_run_dir(out: Path, cfg: RunConfig, restart: bool = False) -> None:
                 f"{out} holds a run of another config ({'; '.join(diff[:4])}); choose a new --out, or pass "
                 "--restart to discard that run's checkpoints"
             )
-        if old != new and restart:
+        if old != new and restart and is_main():
             import shutil
 
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -310,18 +312,25 @@ def _diff(old: Any, new: Any, where: str = "") -> list[str]:
 
 
 def _write_run_files(out: Path, cfg: RunConfig, model: nn.Module, data: RunData, extra: dict[str, Any]) -> None:
+    if not is_main():
+        return
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_yaml(cfg))
     write_json(out / "model.json", model_spec(model))
     write_json(out / "data.json", {**data.record(), **extra})
 
 
-def _run(out: Path, fn: Any) -> Any:
+def _run(out: Path, fn: Any, cfg: RunConfig) -> Any:
     from .data.store import folder_lock
+    from .tracking import finish_run
 
+    if not is_main():  # rank 0 holds the lock for all ranks of a torchrun
+        return fn()
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out, "another run"):
-        return fn()
+        result = fn()
+    finish_run(cfg.train.track, out, to_dict(cfg), cfg.train.track_uri)
+    return result
 
 
 def train_teacher(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str, Any]:
@@ -360,7 +369,7 @@ def train_teacher(cfg: RunConfig, out: str | Path, restart: bool = False) -> dic
         write_run_report(out, title, {"teacher": report["teacher"]}, data, notes, history=result.history)
         return report
 
-    return _run(out, go)
+    return _run(out, go, cfg)
 
 
 def _selected(result: Any, cfg: RunConfig, task: Task) -> str:
@@ -459,14 +468,17 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
             }
             cache_dir = Path(cfg.distill.cache.dir) if cfg.distill.cache.dir else out / "teacher_cache"
             distiller.to(device)
-            cache = build_cache(
-                cache_dir,
-                distiller.teacher_targets,
-                data.train,
-                key,
-                shard_size=cfg.distill.cache.shard_size,
-                device=device,
-                log=log.info,
+            cache = main_first(  # rank 0 builds it, the other ranks then find it complete and read it
+                lambda: build_cache(
+                    cache_dir,
+                    distiller.teacher_targets,
+                    data.train,
+                    key,
+                    shard_size=cfg.distill.cache.shard_size,
+                    device=device,
+                    log=log.info if is_main() else lambda m: None,
+                    progress=cfg.train.progress,
+                )
             )
         result = fit(distiller, data.train, data.val, cfg.train, out, data.task, teacher_cache=cache, log=log.info)
         load_best(distiller, out)
@@ -511,7 +523,7 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
         )  # fmt: skip
         return metrics
 
-    return _run(out, go)
+    return _run(out, go, cfg)
 
 
 PAIRS = (("student (distilled)", "student (alone)"), ("student (distilled)", "teacher"))
@@ -644,6 +656,8 @@ def write_run_report(
     """Side-by-side table (metrics with subject-bootstrap CIs and their unit counts, size, FLOPs, latency)."""
     from .report import write_task_report
 
+    if not is_main():
+        return
     write_task_report(
         out, title, reports, data.task, notes, split_sizes=split_sizes or _split_sizes(data), router=router,
         layer_names=layer_names, history=history, stem=stem, differences=differences,

@@ -4,12 +4,18 @@ AdamW with per-group learning rates, cosine schedule with warm-up, mixed precisi
 clipping, a checkpoint every epoch, best-epoch selection on a validation metric and exact resume: every
 epoch reseeds all generators from ``(seed, epoch)``, so a run resumed from its last checkpoint ends with
 the same weights as one that was never interrupted.
+
+Under ``torchrun`` (see :mod:`biokd.parallel`) the learner's training step runs through
+DistributedDataParallel: each rank reads ``batch_size / world_size`` items of every global batch (a
+DistributedSampler over the same per-epoch permutation a single process would use), losses and validation
+outputs are gathered across ranks, and only rank 0 writes checkpoints and history.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,12 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from . import parallel
 from ._console import live_progress_ok
 from ._io import load_torch, save_torch, write_json
 from .batch import model_inputs, to_device
-from .errors import WeightsError
+from .errors import ConfigError, WeightsError
 from .splits import check_no_leakage
 
 if TYPE_CHECKING:
@@ -53,6 +60,14 @@ class TrainConfig:
     split_by: Literal["subject", "time"] = "subject"
     max_batches_per_epoch: int | None = None
     progress: bool = True
+    #: Compile the student and teacher with ``torch.compile`` (worth it on GPUs for long runs).
+    compile: bool = False
+    #: Pinned host memory for the loaders: ``auto`` = on when training on CUDA.
+    pin_memory: Literal["auto", "on", "off"] = "auto"
+    #: Experiment tracking (opt-in): ``tensorboard`` event files or an ``mlflow`` file store in the run folder.
+    track: Literal["none", "tensorboard", "mlflow"] = "none"
+    #: MLflow tracking URI; ``None`` = a local file store ``<run>/mlruns`` (no server).
+    track_uri: str | None = None
 
     def __post_init__(self) -> None:
         from .errors import ConfigError
@@ -115,12 +130,13 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from .errors import ConfigError
-
         raise ConfigError(f"train.device: {name!r} asked for, but this torch sees no CUDA device")
+    if name in ("auto", "cuda"):
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun each process takes the GPU of its local rank
+        return torch.device("cuda", parallel.local_rank()) if parallel.is_distributed() else torch.device("cuda")
     return torch.device(name)
 
 
@@ -191,18 +207,80 @@ def predict_dataset(
     return torch.cat(outs).numpy(), torch.cat(targets).numpy(), subjects
 
 
-def _iterate(loader: Iterable, total: int, enabled: bool, description: str):
-    if not enabled or not live_progress_ok():
+def _iterate(loader: Iterable, total: int, enabled: bool, description: str, status: dict[str, float]):
+    """Batches of ``loader`` under a progress bar showing the running losses (none when not on a terminal)."""
+    if not enabled or not os.isatty(2) or not live_progress_ok():
         yield from loader
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(description, total=total)
+    with Progress(*columns, TextColumn("{task.fields[losses]}"), transient=True) as bar:
+        task = bar.add_task(description, total=total, losses="")
         for batch in loader:
             yield batch
-            bar.advance(task)
+            shown = " ".join(f"{k} {v:.3f}" for k, v in list(status.items())[:4])
+            bar.update(task, advance=1, losses=shown)
+
+
+class RankShare(DistributedSampler):
+    """A DistributedSampler whose ranks share each global batch: rank r of w takes every w-th item of the epoch's
+    seeded permutation, so the ranks' parts of a global batch make up exactly one process's batch."""
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=gen).tolist()
+        order += order[: self.total_size - len(order)]  # padded like DistributedSampler (never reached: see fit)
+        return iter(order[self.rank : self.total_size : self.num_replicas])
+
+
+class _Step(nn.Module):
+    """The learner's training step as a module's forward, so DistributedDataParallel sees it (and syncs grads)."""
+
+    def __init__(self, learner: nn.Module):
+        super().__init__()
+        self.learner = learner
+
+    def forward(self, batch: dict, teacher_out: dict | None = None) -> tuple[torch.Tensor, dict]:
+        return self.learner.training_step(batch, teacher_out)
+
+
+def _wrap(learner: nn.Module, device: torch.device) -> nn.Module:
+    step = _Step(learner)
+    if not parallel.is_distributed():
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    # a router's probe may not reach the loss on every step: then DDP must look for parameters a step left unused
+    unused = bool(getattr(learner, "routers", None))
+    return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=unused)
+
+
+def _compile(learner: nn.Module) -> None:
+    """``torch.compile`` the models in place (state-dict keys unchanged, so checkpoints stay portable)."""
+    for name in ("student", "teacher", "model"):
+        module = getattr(learner, name, None)
+        if isinstance(module, nn.Module):
+            module.compile()
+
+
+def predict_all(
+    learner: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, target_key: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`predict_dataset` with the items shared out across ranks and gathered back in order."""
+    if not parallel.is_distributed():
+        return predict_dataset(learner, dataset, batch_size, device, target_key)
+    from torch.utils.data import Subset
+
+    mine = list(range(parallel.rank(), len(dataset), parallel.world_size()))
+    part = predict_dataset(learner, Subset(dataset, mine), batch_size, device, target_key) if mine else None
+    gathered = [(i, p) for i, p in parallel.gather_objects((mine, part)) if p is not None]
+    order = np.argsort(np.concatenate([np.asarray(i) for i, _ in gathered]), kind="stable")
+    outputs = np.concatenate([p[0] for _, p in gathered])[order]
+    targets = np.concatenate([p[1] for _, p in gathered])[order]
+    subjects = [s for _, p in gathered for s in p[2]]
+    return outputs, targets, [subjects[k] for k in order]
 
 
 def fit(
@@ -224,6 +302,8 @@ def fit(
     epoch. ``teacher_cache`` (see :mod:`biokd.distill.cache`) replaces the live teacher; a training set read
     through random transforms cannot use one. ``stop_after_epoch`` simulates an interruption (tests).
     """
+    from .tracking import open_tracker
+
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     if cfg.split_by == "subject" and hasattr(train_ds, "subjects") and hasattr(val_ds, "subjects"):
@@ -231,28 +311,35 @@ def fit(
     select_metric = task.default_metric if cfg.select_metric == "auto" else cfg.select_metric
     select_mode = task.check_metric(select_metric)
     target_key = task.key
+    parallel.init()
+    world, main = parallel.world_size(), parallel.is_main()
+    if cfg.batch_size % world:
+        raise ConfigError(f"train.batch_size {cfg.batch_size} (the global batch) must divide by {world} processes")
+    if not main:
+        log = _silent
     device = pick_device(cfg.device)
     learner.to(device)
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    pin = cfg.pin_memory == "on" or (cfg.pin_memory == "auto" and device.type == "cuda")
+    drop_last = len(train_ds) > cfg.batch_size
+    common: dict[str, Any] = {"num_workers": cfg.num_workers, "collate_fn": collate, "pin_memory": pin}
 
     def loader(epoch: int) -> DataLoader:
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        # one process or many, the same seeded permutation per epoch: rank r of w reads every w-th item of it
+        sampler = RankShare(train_ds, world, parallel.rank(), shuffle=True, seed=cfg.seed * 100_003)
+        sampler.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # worker seeds; the global RNG is untouched
         return DataLoader(
-            train_ds,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=gen,
-            drop_last=len(train_ds) > cfg.batch_size,
-            num_workers=cfg.num_workers,
-            collate_fn=collate,
+            train_ds, cfg.batch_size // world, sampler=sampler, generator=gen, drop_last=drop_last, **common
         )
 
     seed_everything(cfg.seed)
     if hasattr(learner, "setup") and not getattr(learner, "_ready", True):
         learner.setup(to_device(next(iter(loader(0))), device))
-    steps = min(len(loader(0)), cfg.max_batches_per_epoch or len(train_ds))
+    global_batches = len(train_ds) // cfg.batch_size if drop_last else 1
+    steps = min(len(loader(0)), global_batches, cfg.max_batches_per_epoch or len(train_ds))
     optimizer = torch.optim.AdamW(param_groups(learner, cfg), weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg, steps)
 
@@ -276,19 +363,25 @@ def fit(
     use_cache = teacher_cache is not None and not augmented
     if teacher_cache is not None and not use_cache:
         log("teacher cache not used: training inputs are augmented, so the live teacher sees them instead")
+    if cfg.compile:
+        _compile(learner)
+    step_module = _wrap(learner, device)
+    tracker = open_tracker(cfg.track if main else "none", run_dir, cfg.track_uri)
     for epoch in range(start, cfg.epochs):
         seed_everything(cfg.seed * 1_000 + epoch)
-        learner.train()
+        step_module.train()
         sums: dict[str, float] = {}
         n = 0
-        batches = _iterate(loader(epoch), steps, cfg.progress, f"epoch {epoch + 1}/{cfg.epochs}")
+        status: dict[str, float] = {}
+        show = cfg.progress and main
+        batches = _iterate(loader(epoch), steps, show, f"epoch {epoch + 1}/{cfg.epochs}", status)
         for i, batch in enumerate(batches):
             if i >= steps:
                 break
             batch = to_device(batch, device)
             teacher_out = teacher_cache.lookup(batch["index"], device) if use_cache else None
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss, logs = learner.training_step(batch, teacher_out)
+                loss, logs = step_module(batch, teacher_out)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -300,11 +393,13 @@ def fit(
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
-        outputs, targets, subjects = predict_dataset(learner, val_ds, cfg.batch_size, device, target_key)
+            status.update({k: v / n for k, v in sums.items()})
+        train_means = parallel.mean_across({k: v / max(n, 1) for k, v in sums.items()}, n)
+        outputs, targets, subjects = predict_all(learner, val_ds, cfg.batch_size, device, target_key)
         metrics = task.val_scores(outputs, targets, subjects)
         record = {
             "epoch": epoch + 1,
-            **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
+            **{f"train_{k}": v for k, v in train_means.items()},
             **{f"val_{k}": v for k, v in metrics.items()},
         }
         if hasattr(learner, "last_router_weights") and learner.last_router_weights:
@@ -315,25 +410,34 @@ def fit(
         if better:
             best = {"epoch": epoch + 1, "metrics": metrics, "score": score}
             key = "student" if hasattr(learner, "student") else "model"
-            save_torch(ckpt_dir / "best.pt", {key: exported_model(learner).state_dict(), "epoch": epoch + 1})
-        save_torch(
-            last,
-            {
-                "learner": trainable_state(learner),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "history": json.dumps(history),
-                "best": json.dumps(best),
-            },
-        )
-        write_json(run_dir / "history.json", history)
+            if main:
+                save_torch(ckpt_dir / "best.pt", {key: exported_model(learner).state_dict(), "epoch": epoch + 1})
+        if main:
+            save_torch(
+                last,
+                {
+                    "learner": trainable_state(learner),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "history": json.dumps(history),
+                    "best": json.dumps(best),
+                },
+            )
+            write_json(run_dir / "history.json", history)
+        tracker.log_epoch(record)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch" and isinstance(v, float))
         log(f"epoch {epoch + 1}/{cfg.epochs}: {shown}")
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
+    tracker.close()
+    parallel.barrier()  # the other ranks read best.pt next
     return FitResult(best["epoch"], best["metrics"], history, resumed_from)
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def load_best(learner: nn.Module, run_dir: str | Path) -> nn.Module:

@@ -11,6 +11,12 @@ import typer
 OUT: Path = typer.Option(..., help="Output folder (shards are reused when the protocol is unchanged).")
 JOBS: int = typer.Option(1, min=1, help="Worker processes, one subject each.")
 SET: list[str] = typer.Option([], "--set", help="Protocol override key=value, e.g. --set sfreq=250.")
+SCHEDULER: str | None = typer.Option(
+    None,
+    help="A Dask scheduler (e.g. tcp://host:8786): run the subjects on its workers, which must share --out's "
+    "file system. Default: local worker processes (--jobs).",
+)
+QUIET: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
 def parse_subjects(text: str) -> list[int]:

@@ -11,7 +11,7 @@ OUT = typer.Option(..., "--out", "-o", help="Run folder: config, checkpoints, me
 SET = typer.Option(None, "--set", help="Override a config key, e.g. --set train.epochs=5 (repeatable).")
 
 
-def setup_logging() -> None:
+def setup_logging(quiet: bool = False) -> None:
     import logging
 
     from rich.logging import RichHandler
@@ -19,36 +19,55 @@ def setup_logging() -> None:
     logger = logging.getLogger("biokd")
     if not logger.handlers:
         logger.addHandler(RichHandler(show_path=False, show_time=False, markup=False))
-        logger.setLevel(logging.INFO)
         logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def _load(config: Path, set_: list[str] | None):
+def _load(config: Path, set_: list[str] | None, track: str | None = None, quiet: bool = False):
     from ..config import load_config
     from ..pipeline import RunConfig
 
-    return load_config(RunConfig, config, set_ or [])
+    extra = ([f"train.track={track}"] if track else []) + (["train.progress=false"] if quiet else [])
+    return load_config(RunConfig, config, [*(set_ or []), *extra])
 
 
 RESTART = typer.Option(False, "--restart", help="Discard the checkpoints of a different run in --out and start anew.")
+TRACK = typer.Option(
+    None, "--track", help="Log the run to tensorboard (event files) or mlflow (a file store in --out): train.track."
+)
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars, warnings only.")
 
 
-def train_teacher(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET, restart: bool = RESTART) -> None:
+def train_teacher(
+    config: Path = CONFIG,
+    out: Path = OUT,
+    set_: list[str] = SET,
+    restart: bool = RESTART,
+    track: str | None = TRACK,
+    quiet: bool = QUIET,
+) -> None:
     """Fine-tune a teacher (e.g. CBraMod from its pretrained weights) on a preprocessed dataset."""
     from ..pipeline import train_teacher as run
 
-    setup_logging()
-    report = run(_load(config, set_), out, restart)
+    setup_logging(quiet)
+    report = run(_load(config, set_, track, quiet), out, restart)
     _summary(out, {"teacher": report["teacher"]})
 
 
-def distill(config: Path = CONFIG, out: Path = OUT, set_: list[str] = SET, restart: bool = RESTART) -> None:
+def distill(
+    config: Path = CONFIG,
+    out: Path = OUT,
+    set_: list[str] = SET,
+    restart: bool = RESTART,
+    track: str | None = TRACK,
+    quiet: bool = QUIET,
+) -> None:
     """Distil a teacher into a student with the loss terms of the config (beside the student trained alone)."""
     from ..pipeline import distill as run
 
-    setup_logging()
-    metrics = run(_load(config, set_), out, restart)
-    _summary(out, {k: v for k, v in metrics.items() if k.startswith(("teacher", "student ("))})
+    setup_logging(quiet)
+    metrics = run(_load(config, set_, track, quiet), out, restart)
+    _summary(out, {k: v for k, v in metrics.items() if k == "teacher" or k.startswith("student (")})
 
 
 def evaluate(
@@ -67,6 +86,11 @@ def evaluate(
 
 def _summary(out: Path, reports: dict, stem: str = "report") -> None:
     from rich.console import Console
+
+    from ..parallel import is_main
+
+    if not is_main():  # one summary per torchrun
+        return
     from rich.table import Table
 
     from ..report import ci_caption

@@ -111,6 +111,7 @@ def build_cache(
     device: torch.device | str = "cpu",
     log: Callable[[str], None] = print,
     max_shards: int | None = None,
+    progress: bool = True,
 ) -> TeacherCache:
     """Build (or reuse, or resume) the cache of ``teacher_fn`` over ``dataset`` in ``root``.
 
@@ -155,6 +156,7 @@ def build_cache(
 
     index_parts = []
     built = 0
+    bar = _Bar(progress, -(-len(dataset) // batch_size), f"teacher cache ({device})")
     for s in range(n_shards):
         items = list(range(s * shard_size, min(len(dataset), (s + 1) * shard_size)))
         final = root / f"shard-{s:05d}"
@@ -173,6 +175,7 @@ def build_cache(
             for name in shapes:
                 chunks[name].append(out[name].detach().cpu().to(torch.float16).numpy())
             idx.append(np.asarray(batch["index"]))
+            bar.advance()
         for name, parts in chunks.items():
             write_npy(tmp / f"{_fname(name)}.npy", np.concatenate(parts))
         write_npy(tmp / "index.npy", np.concatenate(idx))
@@ -181,11 +184,35 @@ def build_cache(
         tmp.rename(final)
         index_parts.append(np.concatenate(idx))
         built += 1
+    bar.close()
     write_npy(root / "index.npy", np.concatenate(index_parts))
     write_json(meta_path, {**meta, "complete": True})
     cache = TeacherCache(root)
     log(f"teacher cache: built {built} of {n_shards} shards ({_size(cache.nbytes)})")
     return cache
+
+
+class _Bar:
+    """A transient rich progress bar on a terminal; nothing when ``enabled`` is false or stderr is a log."""
+
+    def __init__(self, enabled: bool, total: int, description: str):
+        import os
+
+        self.progress = None
+        if enabled and os.isatty(2):
+            from rich.progress import Progress
+
+            self.progress = Progress(transient=True)
+            self.task = self.progress.add_task(description, total=total)
+            self.progress.start()
+
+    def advance(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _size(n: float) -> str:

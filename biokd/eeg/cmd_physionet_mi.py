@@ -9,6 +9,8 @@ import typer
 from ..commands._shared import (
     JOBS,
     OUT,
+    QUIET,
+    SCHEDULER,
     SET,
     check_out_folder,
     parse_subjects,
@@ -23,6 +25,8 @@ def preprocess(
     jobs: int = JOBS,
     skip_bad: bool = typer.Option(False, help="Skip subjects with damaged or missing files; list them."),
     set_: list[str] = SET,
+    scheduler: str | None = SCHEDULER,
+    quiet: bool = QUIET,
 ) -> None:
     """Preprocess PhysioNet EEG Motor Movement/Imagery into 4-class windows (CBraMod's protocol by default)."""
     from ..config import load_config
@@ -31,7 +35,8 @@ def preprocess(
     protocol = load_config(PhysionetMIProtocol, None, set_)
     numbers = parse_subjects(subjects) if subjects else None
     check_out_folder(out)
-    preprocess_physionet_mi(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad)
+    where = {"progress": not quiet, "scheduler": scheduler}
+    preprocess_physionet_mi(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad, **where)
     print_build_summary(out, "PhysioNet-MI", _notes)
 
 

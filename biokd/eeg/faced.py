@@ -299,6 +299,7 @@ def preprocess_faced(
     jobs: int = 1,
     skip_bad: bool = False,
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> BuildReport:
     """Turn a FACED release folder into a shard folder of labelled windows; valid old shards are reused.
 
@@ -363,6 +364,7 @@ def preprocess_faced(
         jobs=jobs,
         skip_bad=skip_bad,
         progress=progress,
+        scheduler=scheduler,
     )
     report.skipped.update({subject_id(i): str(err) for i, err in problems.items()})
     report.skipped = dict(sorted(report.skipped.items()))

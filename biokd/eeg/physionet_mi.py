@@ -209,6 +209,7 @@ def preprocess_physionet_mi(
     jobs: int = 1,
     skip_bad: bool = False,
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> BuildReport:
     """Turn an EEGMMIDB release folder into a shard folder of labelled windows; valid old shards are reused.
 
@@ -250,6 +251,7 @@ def preprocess_physionet_mi(
         jobs=jobs,
         skip_bad=skip_bad,
         progress=progress,
+        scheduler=scheduler,
     )
     report.skipped.update(missing)
     report.skipped = dict(sorted(report.skipped.items()))

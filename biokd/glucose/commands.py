@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ..commands._shared import QUIET, SCHEDULER
+
 
 def preprocess(
     root: Path = typer.Option(..., help="Folder holding the OhioT1DM XML files (any layout; searched recursively)."),
@@ -19,6 +21,8 @@ def preprocess(
     max_fill_min: int = typer.Option(30, min=0, help="Forward-fill CGM gaps in the input for at most this long."),
     skip_bad: bool = typer.Option(False, help="Skip patients with damaged files and list them in the report."),
     jobs: int = typer.Option(1, min=1, help="Worker processes, one patient each."),
+    scheduler: str | None = SCHEDULER,
+    quiet: bool = QUIET,
 ) -> None:
     """Preprocess OhioT1DM (2018/2020) into windows under the BGLP challenge rules."""
     from rich.console import Console
@@ -42,6 +46,8 @@ def preprocess(
         jobs=jobs,
         patients=[p.strip() for p in patients.split(",")] if patients else None,
         skip_bad=skip_bad,
+        progress=not quiet,
+        scheduler=scheduler,
     )
     console = Console()
     for pid, notes in report["patients"].items():
