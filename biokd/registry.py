@@ -43,6 +43,11 @@ METRICS: dict[str, str] = {
     "glucose": "biokd.glucose.clinical:clinical_forecast_metrics",
 }
 
+#: Metrics extension name → a class whose instances add figures to an export's model card.
+EXPORT_METRICS: dict[str, str] = {
+    "glucose": "biokd.glucose.metrics:ExportCardMetrics",
+}
+
 #: Demo name (``biokd demo NAME``) → ``fn(out, quick, seed) -> report path``.
 DEMOS: dict[str, str] = {
     "eeg": "biokd.eeg.demo:cli_demo",

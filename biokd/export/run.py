@@ -417,12 +417,11 @@ def _store(root: Path, split: str, protocol: Mapping[str, Any]) -> Any:
 
 
 def _accuracy_metrics(protocol: Mapping[str, Any]) -> Any:
-    """Task-specific card figures: Clarke zones for glucose forecasts in mg/dL, else none."""
-    if "horizons" in protocol and (protocol.get("channel_units") or ["mg/dL"])[0] == "mg/dL":
-        from ..glucose.metrics import ExportCardMetrics
+    """The dataset's card figures (e.g. Clarke zones of glucose forecasts), named by its target spec."""
+    name = ((protocol.get("spec") or {}).get("target") or {}).get("metrics")
+    from ..registry import EXPORT_METRICS, resolve
 
-        return ExportCardMetrics()
-    return None
+    return resolve(EXPORT_METRICS, name, "export metrics")() if name in EXPORT_METRICS else None
 
 
 def _provider(protocol: Mapping[str, Any]) -> Provider:
