@@ -19,6 +19,8 @@ MODELS: dict[str, str] = {
     "mic": "biokd.eeg.mic:MiC",
     "glucose_transformer": "biokd.glucose.transformer:GlucoseTransformer",
     "gluconet": "biokd.glucose.gluconet:GlucoNet",
+    "biomedclip": "biokd.mri.biomedclip:BiomedClipTeacher",
+    "mri_resnet": "biokd.mri.student:MriResNet",
 }
 
 #: Dataset name (``protocol.json``'s ``dataset``) → its protocol class (with ``spec()``), for the registry tests.
@@ -26,6 +28,7 @@ DATASETS: dict[str, str] = {
     "physionet-mi": "biokd.eeg.physionet_mi:PhysionetMIProtocol",
     "faced": "biokd.eeg.faced:FacedProtocol",
     "ohiot1dm": "biokd.glucose.ohiot1dm:OhioProtocol",
+    "oasis3": "biokd.mri.oasis3:Oasis3Protocol",
 }
 
 #: Group-fitted stage kind → its :class:`biokd.data.stages.GroupStage` class (fitted on training subjects only).
@@ -42,10 +45,11 @@ METRICS: dict[str, str] = {
 DEMOS: dict[str, str] = {
     "eeg": "biokd.eeg.demo:cli_demo",
     "glucose": "biokd.glucose.demo:cli_demo",
+    "mri": "biokd.mri.demo:cli_demo",
 }
 
 #: Modality packages whose ``commands.register(preprocess_app, simulate_app)`` adds their CLI commands.
-MODALITIES: tuple[str, ...] = ("biokd.eeg", "biokd.glucose")
+MODALITIES: tuple[str, ...] = ("biokd.eeg", "biokd.glucose", "biokd.mri")
 
 
 def resolve(table: dict[str, str], name: str, what: str) -> Any:
