@@ -355,9 +355,10 @@ class BiomedClipTeacher(nn.Module):
             self.vision.load_state_dict(mapped, strict=False)
         except (KeyError, RuntimeError) as err:
             raise WeightsError(
-                f"{path}: its vision tower does not fit the teacher built with vision_model={self.config['vision_model']!r}, "
-                f"embed_dim={self.config['embed_dim']}, image_size={self.config['image_size']} ({err}); set these kwargs "
-                f"to the folder's {CONFIG_FILE} (model_cfg.vision_cfg, embed_dim)"
+                f"{path}: its vision tower does not fit the teacher built with vision_model="
+                f"{self.config['vision_model']!r}, embed_dim={self.config['embed_dim']}, image_size="
+                f"{self.config['image_size']} ({err}); set these kwargs to the folder's {CONFIG_FILE} "
+                "(model_cfg.vision_cfg, embed_dim)"
             ) from err
         if self.freeze_vision:
             self.vision.requires_grad_(False)
