@@ -229,10 +229,17 @@ def example_inputs(model: nn.Module, spec: DataSpec) -> tuple[torch.Tensor, ...]
     return tuple(torch.zeros(1, *spec.input(k).shape) for k in model.input_keys)
 
 
-def evaluate_model(model: nn.Module, ds: ShardDataset, task: Task, n_boot: int = 1000) -> dict[str, Any]:
-    """The task's test report of ``model`` on ``ds`` (subject-bootstrap CIs) plus its size and CPU cost."""
+def evaluate_model(
+    model: nn.Module, ds: ShardDataset, task: Task, n_boot: int = 1000, val: ShardDataset | None = None
+) -> dict[str, Any]:
+    """The task's test report of ``model`` on ``ds`` (subject-bootstrap CIs) plus its size and CPU cost.
+
+    A task with a decision threshold to choose (binary) chooses it on ``val`` when given, never on ``ds``."""
     from .profiling import model_summary
 
+    if val is not None and hasattr(task, "with_threshold_from"):
+        out_val, y_val, _ = predict_dataset(Supervised(model, task), val, 64, model_device(model), task.key)
+        task = task.with_threshold_from(out_val, y_val)
     outputs, targets, subjects = predict_dataset(Supervised(model, task), ds, 64, model_device(model), task.key)
     report = task.report(outputs, targets, subjects, n_boot=n_boot)
     report["model"] = model_summary(copy.deepcopy(model).cpu().eval(), example_inputs(model, ds.spec))
@@ -306,7 +313,7 @@ def train_teacher(cfg: RunConfig, out: str | Path, restart: bool = False) -> dic
         result = fit(learner, data.train, data.val, cfg.train, out, data.task, log=log.info)
         load_best(learner, out)
         report = {
-            "teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot),
+            "teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot, data.val),
             "best_epoch": result.best_epoch,
             "teacher_provenance": provenance,
         }
@@ -422,8 +429,8 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
             )
         result = fit(distiller, data.train, data.val, cfg.train, out, data.task, teacher_cache=cache, log=log.info)
         load_best(distiller, out)
-        reports = {"teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot)}
-        reports["student (distilled)"] = evaluate_model(student, data.test, data.task, cfg.n_boot)
+        reports = {"teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot, data.val)}
+        reports["student (distilled)"] = evaluate_model(student, data.test, data.task, cfg.n_boot, data.val)
         histories = {"student (distilled)": result.history}
         if cfg.distill.baseline:
             alone = copy.deepcopy(student_init)  # the same initial weights as the distilled student
@@ -433,7 +440,7 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
                       data.task, log=log.info)  # fmt: skip
             load_best(Supervised(alone, data.task), out / "alone")
             write_json(out / "alone" / "model.json", model_spec(alone))
-            reports["student (alone)"] = evaluate_model(alone, data.test, data.task, cfg.n_boot)
+            reports["student (alone)"] = evaluate_model(alone, data.test, data.task, cfg.n_boot, data.val)
             histories["student (alone)"] = res.history
         router = router_weights(distiller, data.test) if distiller.routers else None
         metrics: dict[str, Any] = {
