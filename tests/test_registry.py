@@ -25,7 +25,7 @@ MODEL_CASES: dict[str, tuple[str, dict]] = {
     "biomedclip": (
         "oasis3",
         {"vision_model": "vit_tiny_patch16_224", "embed_dim": 16, "n_groups": 2, "fused_dim": 16, "n_heads": 2},
-    ),  # fmt: skip
+    ),
     "mri_resnet": ("oasis3", {"widths": [4, 8, 8, 16], "embed_dim": 8}),
 }
 MODALITY_FOLDERS = ("eeg", "glucose", "fmri", "mri")

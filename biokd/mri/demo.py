@@ -77,7 +77,7 @@ def run_configs(cfg: MriDemoConfig, store: Path, weights: Path, teacher_run: Pat
             student="embedding",
             projection="shared",
             shared_dim=16,
-        ),  # fmt: skip
+        ),
     ]
     student = RunConfig(
         data=data,
