@@ -324,8 +324,26 @@ def clinical_visits(subject: str, cdr_csv: Path) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- volumes
 
 
+def quiet_monai_import() -> None:
+    """Import MONAI with warnings logged at import time silenced (its optional torchao import warns about
+    kernels this machine cannot load), so a CLI error stays one line."""
+    import logging
+    import sys
+
+    if "monai" in sys.modules:
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        import monai
+        import monai.transforms  # noqa: F401
+    finally:
+        logging.disable(previous)
+
+
 @functools.lru_cache(maxsize=4)
 def _transforms(pixdim: tuple[float, ...], spatial_size: tuple[int, ...], scale: bool):
+    quiet_monai_import()
     from monai.data import NibabelReader
     from monai.transforms import (
         Compose,
@@ -502,6 +520,12 @@ def assign_folds(rows: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int 
         raise ConfigError(f"{n_folds} folds need at least {n_folds} subjects; got {len(set(subjects.tolist()))}")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds: dict[str, int] = {}
+    per_class = {c: len(set(subjects[labels == c].tolist())) for c in (0, 1)}
+    if min(per_class.values()) < n_folds:
+        raise ConfigError(
+            f"{n_folds} folds stratified by amyloid status need at least {n_folds} subjects of each status; got "
+            f"{per_class[0]} negative and {per_class[1]} positive (lower n_folds)"
+        )
     for fold, (_, test) in enumerate(splitter.split(np.zeros(len(rows)), labels, subjects)):
         for subject in set(subjects[test].tolist()):
             folds[subject] = fold
@@ -524,7 +548,7 @@ def fold_splits(folds: Mapping[str, int], test_fold: int, val_fold: int | None =
 
 
 def plan_splits(
-    sources: Mapping[str, Sequence[Path]], protocol: Oasis3Protocol
+    sources: Mapping[str, Sequence[Path]], protocol: Oasis3Protocol, skip_bad: bool = True
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Subject → train/val/test from the tables (StratifiedGroupKFold over matched visits), and the subjects that
     have no matched visit (→ reason). The folds are drawn before any volume is read, so every row knows its split.
@@ -534,6 +558,8 @@ def plan_splits(
         try:
             rows += [v.row for v in plan_visits(subject, paths, protocol)[0]]
         except DataError as err:
+            if not skip_bad:
+                raise DataError(None, f"{err} (use --skip-bad to skip such subjects and list them)") from None
             unplanned[subject] = str(err)
     if not rows:
         return {}, unplanned
@@ -559,10 +585,7 @@ def preprocess_oasis3(
     """
     p = protocol or Oasis3Protocol()
     sources = find_subjects(root, p)
-    splits, unplanned = plan_splits(sources, p)
-    if unplanned and not skip_bad:
-        first = next(iter(unplanned.values()))
-        raise DataError(None, f"{first} (use --skip-bad to skip such subjects and list them in the report)")
+    splits, unplanned = plan_splits(sources, p, skip_bad)
     if not splits:
         raise DataError(Path(root), f"no subject has a matched MR/PET visit ({len(unplanned)} subjects skipped)")
     kept = {s: paths for s, paths in sources.items() if s in splits}
