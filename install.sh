@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install biokd into a virtual environment (.venv by default).
 #   bash install.sh            the package and its CLI
-#   bash install.sh test       plus the glucose, export and notebooks extras and the test tools
+#   bash install.sh test       every extra (glucose, export, fmri, mri, scale, notebooks) and the test tools
 #   bash install.sh glucose    (or export, notebooks, all) one extra
 # A torch already in the venv is kept (GPU users install theirs first); otherwise the CPU build is taken.
 set -euo pipefail

@@ -247,11 +247,17 @@ def evaluate_model(
     n_boot: int = 1000,
     group_by: list[str] | tuple[str, ...] = (),
     outputs: Any = None,
+    val: ShardDataset | None = None,
 ) -> dict[str, Any]:
     """The task's test report of ``model`` on ``ds`` (intervals over subjects) plus its size and CPU cost; with
-    ``group_by``, also the report of each group of items sharing a metadata value (``report["groups"]``)."""
+    ``group_by``, also the report of each group of items sharing a metadata value (``report["groups"]``).
+
+    A task with a decision threshold to choose (binary) chooses it on ``val`` when given, never on ``ds``."""
     from .profiling import model_summary
 
+    if val is not None and hasattr(task, "with_threshold_from"):
+        out_val, y_val, _ = predictions(model, val, task)
+        task = task.with_threshold_from(out_val, y_val)
     outputs, targets, subjects = outputs or predictions(model, ds, task)
     report = task.report(outputs, targets, subjects, n_boot=n_boot)
     if group_by:
@@ -353,7 +359,7 @@ def train_teacher(cfg: RunConfig, out: str | Path, restart: bool = False) -> dic
         result = fit(learner, data.train, data.val, cfg.train, out, data.task, log=log.info)
         load_best(learner, out)
         report = {
-            "teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot, cfg.report_by),
+            "teacher": evaluate_model(teacher, data.test, data.task, cfg.n_boot, cfg.report_by, val=data.val),
             "best_epoch": result.best_epoch,
             "teacher_provenance": provenance,
         }
@@ -501,7 +507,9 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
             "student (alone)": alone if cfg.distill.baseline else None,
         }
         reports = {
-            name: evaluate_model(models[name], data.test, data.task, cfg.n_boot, cfg.report_by, outputs=out)
+            name: evaluate_model(
+                models[name], data.test, data.task, cfg.n_boot, cfg.report_by, outputs=out, val=data.val
+            )
             for name, out in preds.items()
         }
         differences = paired_differences(data.task, preds, cfg.n_boot)

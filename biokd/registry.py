@@ -21,6 +21,8 @@ MODELS: dict[str, str] = {
     "gluconet": "biokd.glucose.gluconet:GlucoNet",
     "brainnet_transformer": "biokd.fmri.models:BrainNetTransformer",
     "brainnetcnn": "biokd.fmri.models:BrainNetCNN",
+    "biomedclip": "biokd.mri.biomedclip:BiomedClipTeacher",
+    "mri_resnet": "biokd.mri.student:MriResNet",
 }
 
 #: Dataset name (``protocol.json``'s ``dataset``) → its protocol class (with ``spec()``), for the registry tests.
@@ -29,6 +31,7 @@ DATASETS: dict[str, str] = {
     "faced": "biokd.eeg.faced:FacedProtocol",
     "ohiot1dm": "biokd.glucose.ohiot1dm:OhioProtocol",
     "abide": "biokd.fmri.abide:AbideProtocol",
+    "oasis3": "biokd.mri.oasis3:Oasis3Protocol",
 }
 
 #: Group-fitted stage kind → its :class:`biokd.data.stages.GroupStage` class (fitted on training subjects only).
@@ -53,10 +56,11 @@ DEMOS: dict[str, str] = {
     "eeg": "biokd.eeg.demo:cli_demo",
     "glucose": "biokd.glucose.demo:cli_demo",
     "fmri": "biokd.fmri.demo:cli_demo",
+    "mri": "biokd.mri.demo:cli_demo",
 }
 
 #: Modality packages whose ``commands.register(preprocess_app, simulate_app)`` adds their CLI commands.
-MODALITIES: tuple[str, ...] = ("biokd.eeg", "biokd.glucose", "biokd.fmri")
+MODALITIES: tuple[str, ...] = ("biokd.eeg", "biokd.glucose", "biokd.fmri", "biokd.mri")
 
 
 def resolve(table: dict[str, str], name: str, what: str) -> Any:

@@ -127,6 +127,7 @@ class Binary(Task):
     def __init__(self, target: TargetSpec, threshold: float = 0.5):
         super().__init__(target)
         self.threshold = threshold
+        self.threshold_source = "fixed"
 
     def loss(self, output, batch, label_smoothing=0.0):
         y = batch[self.key].to(output.dtype)
@@ -168,6 +169,7 @@ class Binary(Task):
         rep["sensitivity"] = tp / (tp + fn) if tp + fn else None
         rep["specificity"] = tn / (tn + fp) if tn + fp else None
         rep["threshold"] = self.threshold
+        rep["threshold_source"] = self.threshold_source
         if len(np.unique(y)) == 2:
             rep["auroc"] = float(roc_auc_score(y, prob[:, 1]))
             fpr, tpr, _ = roc_curve(y, prob[:, 1])
@@ -177,6 +179,20 @@ class Binary(Task):
 
     def output_contract(self):
         return {"output": "logit", "shape": [1], "positive_class": self.target.positive, "threshold": self.threshold}
+
+    def with_threshold_from(self, outputs: np.ndarray, targets: np.ndarray) -> Binary:
+        """A copy deciding at the threshold that maximises Youden's J (sensitivity + specificity − 1) on these
+        (validation) outputs; unchanged when they hold one class only."""
+        from sklearn.metrics import roc_curve
+
+        y = np.asarray(targets)
+        if len(np.unique(y)) < 2:
+            return self
+        fpr, tpr, thresholds = roc_curve(y, self.probabilities(outputs))
+        best = int(np.argmax(tpr - fpr))
+        chosen = Binary(self.target, float(np.clip(thresholds[best], 1e-6, 1 - 1e-6)))
+        chosen.threshold_source = "Youden's J on validation"
+        return chosen
 
 
 class Forecasting(Task):

@@ -233,6 +233,64 @@ def abide_subject_not_in_table(tmp: Path):
     return _abide(tmp, _abide_release(tmp, extra="Pitt_0050099")), "not in the phenotypic table"
 
 
+def _oasis3(tmp: Path, centiloid: float | None = 30.0, mr_days: int = 100, pet_days: int = 200) -> Path:
+    """Six OASIS-3 subjects in the download layout (T1w NIfTI, PET SUVR map, Centiloid table); the settings
+    apply to OAS30001, the others are well formed (three folds need three subjects of each amyloid status)."""
+    import nibabel as nib
+    import numpy as np
+
+    root = tmp / "oasis3"
+    vol = np.random.default_rng(0).random((10, 10, 10)).astype("float32")
+    rows = ["subject_id,oasis_session_id,tracer,Centiloid_fSUVR_rsf_TOT_CORTMEAN"]
+    for k, (mr, pet, cl) in enumerate(
+        [(mr_days, pet_days, centiloid), *[(100, 200, 40.0 * (k % 2)) for k in range(5)]], 1
+    ):
+        sid = f"OAS3{k:04d}"
+        files = (
+            root / f"{sid}_MR_d{mr:04d}" / "anat1" / f"sub-{sid}_ses-d{mr:04d}_T1w.nii.gz",
+            root / f"{sid}_AV45_PUPTIMECOURSE_d{pet:04d}" / "pet_proc" / f"{sid}_AV45_d{pet:04d}_SUVR.nii.gz",
+        )
+        for path in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(vol, np.diag([4.0, 4.0, 4.0, 1.0])), str(path))
+        rows.append(f"{sid},{sid}_AV45_d{pet:04d},AV45,{'' if cl is None else cl}")
+    (root / "OASIS3_amyloid_centiloid.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _oasis3_args(tmp: Path, root: Path) -> list[str]:
+    return ["preprocess", "oasis3", "--root", str(root), "--out", str(tmp / "out"), "--set", "n_folds=3"]
+
+
+@case
+def oasis3_truncated_nifti(tmp: Path):
+    root = _oasis3(tmp)
+    mri = next(root.rglob("sub-OAS30001_*_T1w.nii.gz"))
+    mri.write_bytes(mri.read_bytes()[: mri.stat().st_size // 2])
+    return _oasis3_args(tmp, root), "sub-OAS30001_ses-d0100_T1w.nii.gz"
+
+
+@case
+def oasis3_four_d_volume(tmp: Path):
+    import nibabel as nib
+    import numpy as np
+
+    root = _oasis3(tmp)
+    mri = next(root.rglob("sub-OAS30001_*_T1w.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((6, 6, 6, 3), "float32"), np.eye(4)), str(mri))
+    return _oasis3_args(tmp, root), "expected one 3-D volume"
+
+
+@case
+def oasis3_session_without_table_row(tmp: Path):
+    return _oasis3_args(tmp, _oasis3(tmp, mr_days=100, pet_days=900)), "no MR session (d0100)"
+
+
+@case
+def oasis3_missing_centiloid(tmp: Path):
+    return _oasis3_args(tmp, _oasis3(tmp, centiloid=None)), "OAS30001_AV45_d0200: Centiloid_fSUVR_rsf_TOT_CORTMEAN"
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -10,7 +10,7 @@ import pytest
 from biokd.mri.oasis3 import CENTILOID_TABLE, CLINICAL_TABLE, PUP_TABLE, Oasis3Protocol, find_subjects, process_subject
 from biokd.mri.synthetic import write_synthetic_oasis3
 
-PROTOCOL = Oasis3Protocol(pixdim=(8.0, 8.0, 8.0), spatial_size=(16, 16, 16))
+PROTOCOL = Oasis3Protocol(pixdim=(8.0, 8.0, 8.0), spatial_size=(16, 16, 16), pet="optional")
 
 
 @pytest.mark.parametrize("layout", ["download", "bids"])

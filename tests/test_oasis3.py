@@ -27,7 +27,7 @@ from biokd.mri.oasis3 import (
     process_subject,
 )
 
-SMALL = Oasis3Protocol(pixdim=(4.0, 4.0, 4.0), spatial_size=(12, 12, 12))
+SMALL = Oasis3Protocol(pixdim=(4.0, 4.0, 4.0), spatial_size=(12, 12, 12), pet="optional")
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 
 

@@ -23,6 +23,12 @@ MODEL_CASES: dict[str, tuple[str, dict]] = {
     "gluconet": ("ohiot1dm", {}),
     "brainnet_transformer": ("abide", {"d_model": 16, "n_heads": 2, "depth": 1, "ff_dim": 32, "n_clusters": 4}),
     "brainnetcnn": ("abide", {}),
+    # weights=None: BiomedCLIP's vision tower randomly initialised (a tiny ViT here); no folder, no network
+    "biomedclip": (
+        "oasis3",
+        {"vision_model": "vit_tiny_patch16_224", "embed_dim": 16, "n_groups": 2, "fused_dim": 16, "n_heads": 2},
+    ),
+    "mri_resnet": ("oasis3", {"widths": [4, 8, 8, 16], "embed_dim": 8}),
 }
 MODALITY_FOLDERS = ("eeg", "glucose", "fmri", "mri")
 

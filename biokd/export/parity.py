@@ -10,7 +10,8 @@ Criteria (each threshold is a field of :class:`Thresholds`):
   a class flip needs differences near the logit margin). The relative term (1e-5 of the largest output) only
   matters for outputs in physical units, e.g. glucose in mg/dL up to 400, where fp32 spacing alone is 3e-5.
 * **int8 classification**: agreement of predicted classes (argmax) with the PyTorch model ≥
-  ``int8_class_agreement`` (0.95).
+  ``int8_class_agreement`` (0.95). For a **binary** task (one logit) the predicted class is ``logit >
+  decision_logit`` (the decision threshold as a logit; 0 = probability 0.5), not an argmax over one column.
 * **int8 forecasting**: two limits, both must hold. (1) Relative RMSE increase against the targets,
   ``(RMSE_int8 − RMSE_fp32) / RMSE_fp32 ≤ int8_rmse_increase`` (5%), over the finite targets; without
   targets, the RMSE between int8 and PyTorch outputs relative to the RMS of the PyTorch outputs, against the
@@ -39,7 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-Task = Literal["classification", "forecasting"]
+Task = Literal["classification", "binary", "forecasting"]
 Sample = Mapping[str, Any]
 
 
@@ -178,6 +179,7 @@ def check_parity(
     thresholds: Thresholds | None = None,
     targets: np.ndarray | None = None,
     source: str = "held-out",
+    decision_logit: float = 0.0,
 ) -> ParityReport:
     """Compare outputs ``exported`` with ``reference`` (both ``(N, K)``) by the criterion for ``precision``."""
     th = thresholds or Thresholds()
@@ -202,10 +204,14 @@ def check_parity(
     if task == "classification":
         agreement = float(np.mean(out.argmax(-1) == ref.argmax(-1))) if len(ref) else 1.0
         extra["class_agreement"] = agreement
+    elif task == "binary":
+        same = (out.reshape(len(out), -1)[:, 0] > decision_logit) == (ref.reshape(len(ref), -1)[:, 0] > decision_logit)
+        extra["class_agreement"] = float(np.mean(same)) if len(ref) else 1.0
+        extra["decision_logit"] = float(decision_logit)
     if precision == "fp32":
         limit = th.fp32_max_abs + th.fp32_rel * float(np.abs(ref).max(initial=0.0))
         return _report([Check("max|Δ| vs PyTorch", max_abs, limit)], th, extra, **common)
-    if task == "classification":
+    if task in ("classification", "binary"):
         check = Check("class agreement with PyTorch", extra["class_agreement"], th.int8_class_agreement, True)
         return _report([check], th, extra, **common)
     value, extra = _rmse_increase(ref, out, targets)
@@ -313,7 +319,7 @@ def predict(predictor: Any, samples: Sequence[Sample], input_names: Sequence[str
 
 def stack_targets(samples: Sequence[Sample], task: Task) -> np.ndarray | None:
     """Targets of ``samples`` (``label`` for classification, ``target`` for forecasting) or None."""
-    key = "label" if task == "classification" else "target"
+    key = "target" if task == "forecasting" else "label"
     if not samples or any(key not in s for s in samples):
         return None
     return np.stack([np.asarray(s[key], dtype=np.float64) for s in samples])

@@ -22,6 +22,7 @@ glucose step and horizons) is read from the same ``protocol.json``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -73,6 +74,7 @@ def export_model(
     heldout_source: str | None = None,
     int8_observer: str = "histogram",
     accuracy_metrics: Callable[[Any, Any], Mapping[str, float]] | None = None,
+    decision_logit: float = 0.0,
 ) -> ExportResult:
     """Export ``model`` to ``out`` in ``fmt``, check parity on ``heldout``, keep it only if it passes.
 
@@ -98,8 +100,8 @@ def export_model(
 
     check_format(fmt)
     require_toolchain(fmt)
-    if task not in ("classification", "forecasting"):
-        raise ExportError(f"task must be 'classification' or 'forecasting'; got {task!r}")
+    if task not in ("classification", "binary", "forecasting"):
+        raise ExportError(f"task must be 'classification', 'binary' or 'forecasting'; got {task!r}")
     if quantization not in ("auto", "dynamic", "static"):
         raise ExportError(f"quantization must be 'auto', 'dynamic' or 'static'; got {quantization!r}")
     model = model.eval()
@@ -111,7 +113,7 @@ def export_model(
     heldout_source = heldout_source or "held-out"
     out = check_out(out)
     precision = "int8" if fmt.endswith("int8") else "fp32"
-    output_name = "logits" if task == "classification" else "forecast"
+    output_name = {"classification": "logits", "binary": "logit"}.get(task, "forecast")
 
     workdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     threads = torch.get_num_threads()
@@ -135,6 +137,7 @@ def export_model(
             thresholds=thresholds,
             targets=stack_targets(heldout, task),  # type: ignore[arg-type]
             source=heldout_source,
+            decision_logit=decision_logit,
         )
         # The card is made on the built file before anything is published, then the pair is published with no
         # moment where a card sits beside a file it does not describe: the old card goes first, the new one
@@ -476,7 +479,7 @@ def run_meta(run_dir: str | Path, data_root: str | Path | None = None) -> dict[s
     task = config.get("task") or data_cfg.get("task")
     if task is None and isinstance(protocol.get("spec"), dict):
         kind = protocol["spec"].get("target", {}).get("kind")
-        task = "forecasting" if kind == "forecasting" else "classification" if kind else None
+        task = kind if kind in ("forecasting", "binary") else "classification" if kind else None
     if task is None:
         task = "forecasting" if "horizons" in protocol else "classification" if "class_names" in protocol else None
     metrics_path = run_dir / "metrics.json"
@@ -539,6 +542,16 @@ def _require_data(meta: Mapping[str, Any]) -> Path:
     return root
 
 
+def _binary_threshold(meta: Mapping[str, Any]) -> float:
+    """The decision threshold (probability) a binary run's report used: its student's, else 0.5."""
+    metrics = meta.get("metrics") or {}
+    for key in ("student", "model", "teacher"):
+        value = metrics.get(key, {}).get("threshold") if isinstance(metrics.get(key), dict) else None
+        if isinstance(value, int | float) and 0 < value < 1:
+            return float(value)
+    return 0.5
+
+
 def _sample(meta: Mapping[str, Any], split: str, n: int, seed: int) -> list[Sample]:
     root = _require_data(meta)
     dataset = _provider(meta["protocol"])(root, split, meta["protocol"])
@@ -585,6 +598,14 @@ def run_card_info(meta: Mapping[str, Any], calibration_split: str | None, heldou
         outputs["meaning"] = "unnormalised class scores (logits); softmax gives probabilities, argmax the class"
         if "class_names" in protocol:
             outputs["class_names"] = list(protocol["class_names"])
+    elif meta["task"] == "binary":
+        outputs["meaning"] = "one logit; sigmoid gives the probability of the positive class"
+        classes = protocol.get("spec", {}).get("target", {}).get("classes") or protocol.get("class_names")
+        if classes:
+            outputs["class_names"] = list(classes)
+        threshold = _binary_threshold(meta)
+        outputs["decision_threshold"] = threshold
+        outputs["decision"] = f"positive when sigmoid(logit) >= {threshold:g} (chosen on validation data)"
     else:
         outputs["meaning"] = "forecast of CGM glucose at each horizon after the last input slot"
         for k in ("horizons", "horizon_min"):
@@ -655,7 +676,7 @@ def export_run(
     require_toolchain(fmt)
     model, meta = load_student(run_dir, data_root)
     _require_data(meta)
-    if meta["task"] not in ("classification", "forecasting"):
+    if meta["task"] not in ("classification", "binary", "forecasting"):
         raise ExportError(
             f"{meta['run_dir'] / 'config.yaml'}: cannot tell the task (set task: classification or forecasting)"
         )
@@ -683,4 +704,5 @@ def export_run(
         heldout_source=f"held-out '{split}'",
         int8_observer=int8_observer,
         accuracy_metrics=_accuracy_metrics(meta["protocol"]),
+        decision_logit=math.log(t / (1 - t)) if meta["task"] == "binary" and (t := _binary_threshold(meta)) else 0.0,
     )

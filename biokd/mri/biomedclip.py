@@ -289,7 +289,7 @@ class BiomedClipTeacher(nn.Module):
 
     def __init__(
         self,
-        weights: str,
+        weights: str | None = None,
         n_outputs: int = 1,
         n_groups: int = 3,
         fused_dim: int = 128,
@@ -299,30 +299,72 @@ class BiomedClipTeacher(nn.Module):
         lora_blocks: int = 6,
         freeze_vision: bool = True,
         drop_prob: float = 0.1,
+        vision_model: str = "vit_base_patch16_224",
+        embed_dim: int = 512,
+        image_size: int = 224,
     ):
+        """``weights``: a local BiomedCLIP folder (the architecture and weights come from it); None: BiomedCLIP's
+        vision tower (``vision_model``, ``embed_dim``, ``image_size``) randomly initialised, for
+        :meth:`load_pretrained` (what ``teacher.weights`` of a run config calls) or for tests."""
         super().__init__()
         self.config = constructor_kwargs(locals())
-        clip, preprocess = load_biomedclip(weights)
-        self.vision = clip.visual  # the text tower is not used by the teacher
-        del clip
-        size = self.vision.image_size if hasattr(self.vision, "image_size") else 224
+        preprocess: dict[str, Any] = {}
+        if weights is not None:
+            clip, preprocess = load_biomedclip(weights)
+            self.vision = clip.visual  # the text tower is not used by the teacher
+            del clip
+        else:
+            from open_clip.timm_model import TimmModel
+
+            self.vision = TimmModel(vision_model, embed_dim, image_size=image_size, pool="", proj="linear")
+        size = self.vision.image_size if hasattr(self.vision, "image_size") else image_size
         self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
         mean = preprocess.get("mean", [0.48145466, 0.4578275, 0.40821073])
         std = preprocess.get("std", [0.26862954, 0.26130258, 0.27577711])
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.n_groups = n_groups
+        self.freeze_vision = freeze_vision
         if freeze_vision:
             self.vision.requires_grad_(False)
         if lora_rank > 0:
             self._add_lora(lora_rank, lora_alpha, lora_blocks)
-        embed_dim = self._vision_dim()
-        self.mri_proj = nn.Linear(embed_dim, fused_dim)
-        self.pet_proj = nn.Linear(embed_dim, fused_dim)
+        embed = self._vision_dim()
+        self.mri_proj = nn.Linear(embed, fused_dim)
+        self.pet_proj = nn.Linear(embed, fused_dim)
         self.group_embed = nn.Parameter(torch.zeros(1, n_groups, fused_dim))
         self.cross_attention = CrossModalAttention(fused_dim, n_heads, drop_prob)
         self.embedding = nn.LayerNorm(fused_dim)
         self.head = nn.Sequential(nn.Dropout(drop_prob), nn.Linear(fused_dim, n_outputs))
+
+    @classmethod
+    def spec_sizes(cls, spec: Any) -> dict[str, Any]:
+        """Outputs from the data spec: 1 for a binary target."""
+        return {"n_outputs": n_outputs_of(spec)}
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """The vision tower's weights from a local BiomedCLIP folder (open_clip ``local-dir:`` format), offline."""
+        clip, _ = load_biomedclip(path)
+        state = {k: v for k, v in clip.visual.state_dict().items() if "lora_" not in k}
+        ours = {k.replace("base_layer.", ""): k for k in self.vision.state_dict() if "lora_" not in k}
+        try:
+            mapped = {ours[k]: v for k, v in state.items()}
+            missing = set(ours.values()) - set(mapped)
+            if missing:
+                raise KeyError(sorted(missing)[:3])
+            self.vision.load_state_dict(mapped, strict=False)
+        except (KeyError, RuntimeError) as err:
+            raise WeightsError(
+                f"{path}: its vision tower does not fit the teacher built with vision_model="
+                f"{self.config['vision_model']!r}, embed_dim={self.config['embed_dim']}, image_size="
+                f"{self.config['image_size']} ({err}); set these kwargs to the folder's {CONFIG_FILE} "
+                "(model_cfg.vision_cfg, embed_dim)"
+            ) from err
+        if self.freeze_vision:
+            self.vision.requires_grad_(False)
+            for name, param in self.vision.named_parameters():
+                if "lora_" in name:
+                    param.requires_grad_(True)
 
     @classmethod
     def from_spec(cls, spec: Any, **kwargs: Any) -> BiomedClipTeacher:

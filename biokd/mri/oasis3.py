@@ -21,7 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._io import write_json
 from ..config import from_known_keys
+from ..data.spec import DataSpec
+from ..data.store import BuildReport, SubjectItems, build_store
 from ..errors import ConfigError, DataError
 from ..splits import check_no_leakage
 
@@ -63,9 +66,10 @@ class Oasis3Protocol:
     suvr_column: str = "PET_fSUVR_rsf_TOT_CORTMEAN"
     #: BIDS suffix of the structural scan used (T1w; T2w or FLAIR also exist in OASIS-3)
     mri_suffix: str = "T1w"
-    #: "optional": visits without a PET SUVR volume keep an all-zero ``pet`` array and ``has_pet=False``;
-    #: "require": such visits are skipped (counted); "off": no ``pet`` array at all
-    pet: Literal["optional", "require", "off"] = "optional"
+    #: "require" (default): visits without a PET SUVR volume are skipped (counted), so a teacher that reads PET
+    #: never trains or is scored on an all-zero ``pet``; "optional": such visits keep an all-zero ``pet`` array
+    #: and ``has_pet=False`` (an MRI-only store for students); "off": no ``pet`` array at all
+    pet: Literal["optional", "require", "off"] = "require"
     #: voxel size (mm) after resampling, and the fixed array size (crop or pad) after it
     pixdim: tuple[float, float, float] = (2.0, 2.0, 2.0)
     spatial_size: tuple[int, int, int] = (96, 112, 96)
@@ -74,6 +78,9 @@ class Oasis3Protocol:
     #: folds of StratifiedGroupKFold (by subject, stratified by label) and its seed
     n_folds: int = 5
     seed: int = 0
+    #: the fold whose subjects test, and the one whose subjects validate (None: the fold after ``test_fold``)
+    test_fold: int = 0
+    val_fold: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_days < 0:
@@ -84,8 +91,17 @@ class Oasis3Protocol:
             raise ConfigError(f"pixdim must be three positive voxel sizes in mm; got {self.pixdim}")
         if len(self.spatial_size) != 3 or any(s <= 0 for s in self.spatial_size):
             raise ConfigError(f"spatial_size must be three positive sizes; got {self.spatial_size}")
-        if self.n_folds < 2:
-            raise ConfigError(f"n_folds must be at least 2; got {self.n_folds}")
+        if self.n_folds < 3:
+            raise ConfigError(f"n_folds must be at least 3 (train, validation and test folds); got {self.n_folds}")
+        for name, fold in (("test_fold", self.test_fold), ("val_fold", self.val_fold)):
+            if fold is not None and not 0 <= fold < self.n_folds:
+                raise ConfigError(f"{name} must be in 0 … {self.n_folds - 1}; got {fold}")
+        if self.val_fold is not None and self.val_fold == self.test_fold:
+            raise ConfigError(f"val_fold and test_fold must differ; both are {self.test_fold}")
+        if self.pet not in ("optional", "require", "off"):
+            raise ConfigError(f"pet must be 'optional', 'require' or 'off'; got {self.pet!r}")
+        object.__setattr__(self, "pixdim", tuple(float(v) for v in self.pixdim))
+        object.__setattr__(self, "spatial_size", tuple(int(v) for v in self.spatial_size))
 
     @property
     def class_names(self) -> list[str]:
@@ -93,6 +109,14 @@ class Oasis3Protocol:
 
     def is_positive(self, tracer: str, centiloid: float) -> bool:
         return centiloid > self.thresholds[tracer]
+
+    def spec(self) -> DataSpec:
+        """The item contract: ``mri`` (and ``pet``) ``(1, D, H, W)``, a binary amyloid target, visit metadata."""
+        return DataSpec.from_dict(data_spec(self))
+
+    def to_protocol(self) -> dict[str, Any]:
+        """What ``protocol.json`` holds (every field, the dataset name, classes, version)."""
+        return protocol_dict(self)
 
 
 def as_protocol(protocol: Oasis3Protocol | Mapping[str, Any] | None) -> Oasis3Protocol:
@@ -110,19 +134,14 @@ def data_spec(protocol: Oasis3Protocol | Mapping[str, Any] | None = None) -> dic
     if p.pet != "off":
         inputs.append({"name": "pet", "shape": [1, *p.spatial_size], "axes": axes, "unit": "SUVR"})
     target = {"kind": "binary", "key": "label", "classes": list(CLASS_NAMES), "positive": CLASS_NAMES[1]}
-    return {"dataset": DATASET, "inputs": inputs, "target": target, "metadata": ["subject"]}
+    return {"dataset": DATASET, "inputs": inputs, "target": target, "metadata": list(METADATA)}
+
+
+#: Manifest columns every item carries as metadata (strings in a batch).
+METADATA = ("subject", "session", "pet_session", "tracer")
 
 
 # ---------------------------------------------------------------- items
-
-
-@dataclass
-class SubjectItems:
-    """What :func:`process_subject` returns (the store's per-subject contract)."""
-
-    arrays: dict[str, np.ndarray]
-    rows: list[dict[str, Any]]
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -305,8 +324,26 @@ def clinical_visits(subject: str, cdr_csv: Path) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- volumes
 
 
+def quiet_monai_import() -> None:
+    """Import MONAI with warnings logged at import time silenced (its optional torchao import warns about
+    kernels this machine cannot load), so a CLI error stays one line."""
+    import logging
+    import sys
+
+    if "monai" in sys.modules:
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        import monai
+        import monai.transforms  # noqa: F401
+    finally:
+        logging.disable(previous)
+
+
 @functools.lru_cache(maxsize=4)
 def _transforms(pixdim: tuple[float, ...], spatial_size: tuple[int, ...], scale: bool):
+    quiet_monai_import()
     from monai.data import NibabelReader
     from monai.transforms import (
         Compose,
@@ -364,10 +401,21 @@ def load_volume(path: str | Path, protocol: Oasis3Protocol | None = None, scale:
 # ---------------------------------------------------------------- per subject
 
 
-def process_subject(
+@dataclass
+class Visit:
+    """One MR session matched to a PET session (volumes not read yet)."""
+
+    session: str
+    days: int
+    mri_file: Path
+    match: PetSession
+    row: dict[str, Any]
+
+
+def plan_visits(
     subject: str, paths: Sequence[Path], protocol: Oasis3Protocol | Mapping[str, Any] | None = None
-) -> SubjectItems:
-    """All matched visits of one subject: arrays ``mri``/``pet`` of shape ``(n, 1, D, H, W)`` and manifest rows."""
+) -> tuple[list[Visit], dict[str, Any]]:
+    """The subject's matched visits with their manifest rows, from file names and tables only (no volume read)."""
     p = as_protocol(protocol)
     paths = [Path(x) for x in paths]
     by_name = {x.name: x for x in paths if x.name in TABLES}
@@ -384,7 +432,7 @@ def process_subject(
         subject, by_name[CENTILOID_TABLE], p, by_name.get(PUP_TABLE), [x for x in paths if pet_file_key(x)], notes
     )
     clinical = clinical_visits(subject, by_name[CLINICAL_TABLE]) if CLINICAL_TABLE in by_name else []
-    mri, pet, rows = [], [], []
+    visits: list[Visit] = []
     for days in sorted(mr_files):
         files = sorted(mr_files[days])
         session = f"{subject}_MR_d{days:04d}"
@@ -397,42 +445,61 @@ def process_subject(
         if p.pet == "require" and match.file is None:
             notes.setdefault("mr_sessions_without_pet_volume", []).append(session)
             continue
-        mri.append(load_volume(files[0], p, scale=True))
-        if p.pet != "off":
-            pet.append(load_volume(match.file, p, scale=False) if match.file else np.zeros_like(mri[-1]))
         visit = min(clinical, key=lambda v: abs(v["days"] - days), default=None)
         if visit is not None and abs(visit["days"] - days) > p.max_days:
             visit = None
         label = int(p.is_positive(match.tracer, match.centiloid))
-        rows.append(
-            {
-                "subject": subject,
-                "session": session,
-                "days": days,
-                "pet_session": match.session,
-                "pet_days": match.days,
-                "days_apart": match.days - days,
-                "tracer": match.tracer,
-                "centiloid": match.centiloid,
-                "suvr": match.suvr,
-                "has_pet": match.file is not None and p.pet != "off",
-                "label": label,
-                "label_name": CLASS_NAMES[label],
-                "cdr": visit["cdr"] if visit else None,
-                "mmse": visit["mmse"] if visit else None,
-                "dx": visit["dx"] if visit else None,
-                "mri_file": files[0].name,
-                "pet_file": match.file.name if match.file else None,
-            }
-        )
-    if not rows:
+        row = {
+            "subject": subject,
+            "session": session,
+            "days": days,
+            "pet_session": match.session,
+            "pet_days": match.days,
+            "days_apart": match.days - days,
+            "tracer": match.tracer,
+            "centiloid": match.centiloid,
+            "suvr": match.suvr,
+            "has_pet": match.file is not None and p.pet != "off",
+            "label": label,
+            "label_name": CLASS_NAMES[label],
+            "cdr": visit["cdr"] if visit else None,
+            "mmse": visit["mmse"] if visit else None,
+            "dx": visit["dx"] if visit else None,
+            "mri_file": files[0].name,
+            "pet_file": match.file.name if match.file else None,
+        }
+        visits.append(Visit(session, days, files[0], match, row))
+    if not visits:
         listed = ", ".join(f"d{d:04d}" for d in sorted(mr_files))
-        pets = ", ".join(f"{s.tracer} d{s.days:04d}" for s in sessions) or "none"
+        pets = ", ".join(f"{s.tracer} d{s.days:04d}{'' if s.file else ' (no SUVR map)'}" for s in sessions) or "none"
+        need = " and an SUVR map (pet=require)" if p.pet == "require" else ""
         raise DataError(
             by_name[CENTILOID_TABLE],
-            f"subject {subject}: no MR session ({listed}) has an amyloid PET session with a Centiloid value within "
-            f"±{p.max_days} days (PET sessions: {pets})",
+            f"subject {subject}: no MR session ({listed}) has an amyloid PET session with a Centiloid value{need} "
+            f"within ±{p.max_days} days (PET sessions: {pets})",
         )
+    return visits, notes
+
+
+def process_subject(
+    subject: str, paths: Sequence[Path], protocol: Oasis3Protocol | Mapping[str, Any] | None = None
+) -> SubjectItems:
+    """All matched visits of one subject: arrays ``mri``/``pet`` of shape ``(n, 1, D, H, W)`` and manifest rows.
+
+    When ``protocol`` is a protocol.json mapping with ``subject_splits``, each row carries its subject's split.
+    """
+    p = as_protocol(protocol)
+    visits, notes = plan_visits(subject, paths, p)
+    splits = protocol.get("subject_splits") if isinstance(protocol, Mapping) else None
+    split = (splits or {}).get(subject)
+    if splits is not None and split is None:
+        raise DataError(visits[0].mri_file, f"subject {subject}: in no split of the protocol (subject_splits)")
+    mri, pet, rows = [], [], []
+    for v in visits:
+        mri.append(load_volume(v.mri_file, p, scale=True))
+        if p.pet != "off":
+            pet.append(load_volume(v.match.file, p, scale=False) if v.match.file else np.zeros_like(mri[-1]))
+        rows.append({**v.row, "split": split} if split is not None else dict(v.row))
     arrays = {"mri": np.stack(mri)}
     if p.pet != "off":
         arrays["pet"] = np.stack(pet)
@@ -453,6 +520,12 @@ def assign_folds(rows: Sequence[Mapping[str, Any]], n_folds: int = 5, seed: int 
         raise ConfigError(f"{n_folds} folds need at least {n_folds} subjects; got {len(set(subjects.tolist()))}")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds: dict[str, int] = {}
+    per_class = {c: len(set(subjects[labels == c].tolist())) for c in (0, 1)}
+    if min(per_class.values()) < n_folds:
+        raise ConfigError(
+            f"{n_folds} folds stratified by amyloid status need at least {n_folds} subjects of each status; got "
+            f"{per_class[0]} negative and {per_class[1]} positive (lower n_folds)"
+        )
     for fold, (_, test) in enumerate(splitter.split(np.zeros(len(rows)), labels, subjects)):
         for subject in set(subjects[test].tolist()):
             folds[subject] = fold
@@ -474,8 +547,72 @@ def fold_splits(folds: Mapping[str, int], test_fold: int, val_fold: int | None =
     return splits
 
 
+def plan_splits(
+    sources: Mapping[str, Sequence[Path]], protocol: Oasis3Protocol, skip_bad: bool = True
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Subject → train/val/test from the tables (StratifiedGroupKFold over matched visits), and the subjects that
+    have no matched visit (→ reason). The folds are drawn before any volume is read, so every row knows its split.
+    """
+    rows, unplanned = [], {}
+    for subject, paths in sources.items():
+        try:
+            rows += [v.row for v in plan_visits(subject, paths, protocol)[0]]
+        except DataError as err:
+            if not skip_bad:
+                raise DataError(None, f"{err} (use --skip-bad to skip such subjects and list them)") from None
+            unplanned[subject] = str(err)
+    if not rows:
+        return {}, unplanned
+    folds = assign_folds(rows, protocol.n_folds, protocol.seed)
+    roles = fold_splits(folds, protocol.test_fold, protocol.val_fold)
+    return {s: role for role, subjects in roles.items() for s in subjects}, unplanned
+
+
+def preprocess_oasis3(
+    root: str | Path,
+    out: str | Path,
+    protocol: Oasis3Protocol | None = None,
+    *,
+    jobs: int = 1,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> BuildReport:
+    """An OASIS-3 download (either layout, with the tables) → a store of per-visit ``mri``/``pet`` items.
+
+    Splits by subject, stratified by amyloid status (``n_folds`` folds; ``test_fold`` tests, ``val_fold``
+    validates). A subject without any matched visit raises :class:`DataError` naming the table, unless
+    ``skip_bad``: then it is skipped and listed in ``report.json``.
+    """
+    p = protocol or Oasis3Protocol()
+    sources = find_subjects(root, p)
+    splits, unplanned = plan_splits(sources, p, skip_bad)
+    if not splits:
+        raise DataError(Path(root), f"no subject has a matched MR/PET visit ({len(unplanned)} subjects skipped)")
+    kept = {s: paths for s, paths in sources.items() if s in splits}
+    report = build_store(
+        out, kept, process_subject, {**p.to_protocol(), "subject_splits": splits}, p.spec(),
+        jobs=jobs, skip_bad=skip_bad, progress=progress,
+    )  # fmt: skip
+    report.skipped.update(unplanned)
+    report.skipped = dict(sorted(report.skipped.items()))
+    notes = report.notes
+    write_json(
+        report.out / "report.json",
+        {
+            "dataset": DATASET,
+            **report.to_dict(),
+            "mr_sessions_without_pet": sorted(x for n in notes.values() for x in n.get("mr_sessions_without_pet", [])),
+            "mr_sessions_without_pet_volume": sorted(
+                x for n in notes.values() for x in n.get("mr_sessions_without_pet_volume", [])
+            ),
+            "n_visits_without_pet_volume": sum(int(n.get("n_visits_without_pet_volume", 0)) for n in notes.values()),
+        },
+    )
+    return report
+
+
 def protocol_dict(protocol: Oasis3Protocol) -> dict[str, Any]:
     """What protocol.json holds for an OASIS-3 store (every field, the dataset name, classes, version)."""
-    out = dataclasses.asdict(protocol)
+    out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(protocol).items()}
     out.update(dataset=DATASET, class_names=list(CLASS_NAMES), processing_version=PROCESSING_VERSION)
     return out

@@ -76,6 +76,11 @@ class MriResNet(nn.Module):
         self.head = nn.Sequential(nn.Dropout(drop_prob), nn.Linear(embed_dim, n_outputs))
 
     @classmethod
+    def spec_sizes(cls, spec: Any) -> dict[str, Any]:
+        """Channels of ``mri`` and outputs of the target, from the data spec."""
+        return {"in_channels": input_shape_of(spec, "mri")[0], "n_outputs": n_outputs_of(spec)}
+
+    @classmethod
     def from_spec(cls, spec: Any, **kwargs: Any) -> MriResNet:
         """Sizes from a data spec (``DataSpec`` or its dict): channels of ``mri``, outputs of the target."""
         kwargs.setdefault("in_channels", input_shape_of(spec, "mri")[0])
