@@ -142,7 +142,7 @@ class Binary(Task):
         from sklearn.metrics import balanced_accuracy_score, log_loss, roc_auc_score
 
         p = self.probabilities(outputs)
-        pred = (p >= self.threshold).astype(int)
+        pred = (p > self.threshold).astype(int)
         both = len(np.unique(targets)) == 2
         return {
             "auroc": float(roc_auc_score(targets, p)) if both else 0.5,
@@ -155,15 +155,16 @@ class Binary(Task):
 
         p = self.probabilities(outputs)
         prob = np.stack([1 - p, p], 1)
-        # the threshold moves the decision: shift the probabilities so argmax decides at ``threshold``
-        shifted = np.stack([1 - p + (self.threshold - 0.5), p - (self.threshold - 0.5)], 1)
+        # A monotone map that sends the threshold to 0.5: AUROC is unchanged and argmax decides at ``threshold``.
+        thr = self.threshold
+        q = np.where(p < thr, 0.5 * p / max(thr, 1e-12), 0.5 + 0.5 * (p - thr) / max(1 - thr, 1e-12))
         rep = classification_report(
-            targets, shifted, subjects, class_names=self.target.classes, n_boot=n_boot, seed=seed
+            targets, np.stack([1 - q, q], 1), subjects, class_names=self.target.classes, n_boot=n_boot, seed=seed
         )
         from sklearn.metrics import roc_auc_score, roc_curve
 
         y = np.asarray(targets)
-        pred = (p >= self.threshold).astype(int)
+        pred = (p > self.threshold).astype(int)  # as the report's argmax decides (a tie is negative)
         tp, fn = int(((pred == 1) & (y == 1)).sum()), int(((pred == 0) & (y == 1)).sum())
         tn, fp = int(((pred == 0) & (y == 0)).sum()), int(((pred == 1) & (y == 0)).sum())
         rep["sensitivity"] = tp / (tp + fn) if tp + fn else None
