@@ -20,6 +20,11 @@ target="."
 [ -n "$extras" ] && target=".[$extras]"
 "${pip[@]}" install -q -c "$venv/biokd-constraints.txt" -e "$target"
 "$venv/bin/python" scripts/fix_torchaudio.py
+# ComBat site harmonisation (fmri): neuroHarmonize's metadata pins numpy<2 and pandas<3 although it runs with
+# both, so it is installed without its dependencies (statsmodels comes with the fmri extra).
+case ",$extras," in
+  *,test,*|*,all,*|*,fmri,*) "${pip[@]}" install -q --no-deps "neuroHarmonize>=2.4" "neuroCombat>=0.2.12" ;;
+esac
 # With the notebooks extra: a Jupyter kernel that runs this venv's python (nbclient and Jupyter find it here).
 if "$venv/bin/python" -c "import ipykernel" 2>/dev/null; then
   "$venv/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (biokd)" >/dev/null
