@@ -77,6 +77,17 @@ def _braindecode_cbramod() -> type[nn.Module]:
     return CBraMod
 
 
+def eeg_sizes(spec: DataSpec) -> dict[str, Any]:
+    """Sizes an EEG model takes from a data spec: channels, samples and rate of ``eeg``, and the outputs."""
+    eeg = spec.input("eeg")
+    return {
+        "n_chans": eeg.size("channel"),
+        "n_times": eeg.size("time"),
+        "sfreq": eeg.sfreq,
+        "n_outputs": spec.target.n_outputs,
+    }
+
+
 class CBraModTeacher(nn.Module):
     """braindecode's CBraMod without ``proj_out``, plus a head: ``linear``, ``all_patch_reps`` or ``avgpool``.
 
@@ -92,16 +103,7 @@ class CBraModTeacher(nn.Module):
         """Load CBraMod's released encoder weights (any of the formats :func:`load_pretrained` reads)."""
         return load_pretrained(self, path, strict)
 
-    @classmethod
-    def spec_sizes(cls, spec: DataSpec) -> dict[str, Any]:
-        """Sizes taken from the data spec: channels, samples and rate of ``eeg``, and the output count."""
-        eeg = spec.input("eeg")
-        return {
-            "n_chans": eeg.size("channel"),
-            "n_times": eeg.size("time"),
-            "sfreq": eeg.sfreq,
-            "n_outputs": spec.target.n_outputs,
-        }
+    spec_sizes = staticmethod(eeg_sizes)
 
     def __init__(
         self,

@@ -14,16 +14,13 @@ Export-friendly: no FFT, no data-dependent control flow, attention through
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.spec import DataSpec
 from ..errors import ConfigError
 from ..models import constructor_kwargs
-from .cbramod import check_eeg_shape
+from .cbramod import check_eeg_shape, eeg_sizes
 
 
 class _SelfAttention(nn.Module):
@@ -128,16 +125,7 @@ class MiC(nn.Module):
 
     input_keys = ("eeg",)
 
-    @classmethod
-    def spec_sizes(cls, spec: DataSpec) -> dict[str, Any]:
-        """Sizes taken from the data spec: channels, samples and rate of ``eeg``, and the output count."""
-        eeg = spec.input("eeg")
-        return {
-            "n_chans": eeg.size("channel"),
-            "n_times": eeg.size("time"),
-            "sfreq": eeg.sfreq,
-            "n_outputs": spec.target.n_outputs,
-        }
+    spec_sizes = staticmethod(eeg_sizes)
 
     def __init__(
         self,

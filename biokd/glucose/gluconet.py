@@ -30,15 +30,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.spec import DataSpec
 from ..models import constructor_kwargs
-from .ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
+from .ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS, input_sizes
 
 DELTA_SCALE = 50.0
 #: Centre frequencies (cycles per sample) where the VMD modes start, or stay when they are fixed.
@@ -221,11 +219,7 @@ class GlucoNet(nn.Module):
 
     input_keys = ("glucose_inputs",)
 
-    @classmethod
-    def spec_sizes(cls, spec: DataSpec) -> dict[str, Any]:
-        """Sizes taken from the data spec: input channels and history, and the number of horizons."""
-        x = spec.input("glucose_inputs")
-        return {"n_chans": x.size("channel"), "n_times": x.size("time"), "n_outputs": spec.target.n_outputs}
+    spec_sizes = staticmethod(input_sizes)
 
     def __init__(
         self,

@@ -828,6 +828,12 @@ class OhioProtocol:
         return DataSpec("ohiot1dm", [inputs], target, ["subject", "session", "release", "origin"])
 
 
+def input_sizes(spec: DataSpec) -> dict[str, Any]:
+    """Sizes a glucose model takes from a data spec: input channels and history, and the horizons."""
+    x = spec.input(SIGNAL_KEY)
+    return {"n_chans": x.size("channel"), "n_times": x.size("time"), "n_outputs": spec.target.n_outputs}
+
+
 CHANNEL_UNITS = ("mg/dL", "1", "U per 5 min", "g per 5 min", "U", "g")
 
 

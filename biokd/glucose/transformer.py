@@ -15,14 +15,12 @@ Feature for distillation: the submodule ``feature`` outputs ``(B, d_model)``, th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..data.spec import DataSpec
 from ..models import constructor_kwargs
-from .ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS
+from .ohiot1dm import CHANNEL_SCALE, CHANNEL_SHIFT, CHANNELS, input_sizes
 
 #: Forecast changes are predicted in units of this many mg/dL.
 DELTA_SCALE = 50.0
@@ -33,11 +31,7 @@ class GlucoseTransformer(nn.Module):
 
     input_keys = ("glucose_inputs",)
 
-    @classmethod
-    def spec_sizes(cls, spec: DataSpec) -> dict[str, Any]:
-        """Sizes taken from the data spec: input channels and history, and the number of horizons."""
-        x = spec.input("glucose_inputs")
-        return {"n_chans": x.size("channel"), "n_times": x.size("time"), "n_outputs": spec.target.n_outputs}
+    spec_sizes = staticmethod(input_sizes)
 
     def __init__(
         self,
