@@ -158,3 +158,33 @@ def test_distillation_killed_then_rerun_ends_with_the_same_weights(
         assert torch.equal(got["student"][key], value), key
     for name, array in _cache_arrays(tmp_path / "ref" / "teacher_cache").items():
         np.testing.assert_array_equal(np.load(out / "teacher_cache" / name), array, err_msg=name)
+
+
+def test_two_runs_sharing_a_cache_folder_get_a_clear_error(tmp_path: Path) -> None:
+    """A build into a cache folder another live process is building is one DataError, not FileExistsError."""
+    import socket
+
+    from biokd.distill.cache import build_cache
+    from biokd.errors import DataError
+
+    sys.path.insert(0, str(DRIVER.parent))
+    from fault_driver import Items
+
+    teacher = torch.nn.Linear(8, 5)
+
+    def teacher_fn(batch):
+        return {"output": teacher(batch["x"])}
+
+    (tmp_path / "c").mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "c" / ".lock").write_text(f"{socket.gethostname()} {other.pid}")
+        with pytest.raises(DataError, match=r"another teacher-cache build is already writing here"):
+            build_cache(tmp_path / "c", teacher_fn, Items(), {"t": 1}, log=lambda m: None, progress=False)
+        assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".lock"]  # nothing of the other's touched
+    finally:
+        other.kill()
+        other.wait()
+    # Once that process is gone its lock is stale: the next build takes it over, builds, and releases it.
+    cache = build_cache(tmp_path / "c", teacher_fn, Items(), {"t": 1}, log=lambda m: None, progress=False)
+    assert len(cache) == 96 and not (tmp_path / "c" / ".lock").exists()
