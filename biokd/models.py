@@ -133,4 +133,8 @@ def load_run_model(run_dir: str | Path, spec: Mapping[str, Any] | None = None) -
         model.load_state_dict(state[key])
     except RuntimeError as err:
         raise WeightsError(f"{ckpt}: the '{key}' weights do not fit {type(model).__name__}: {err}") from err
+    bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:  # a diverged run's checkpoint scores as noise; refuse it rather than report it
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise WeightsError(f"{ckpt}: weights hold NaN or infinite values ({', '.join(bad[:3])}{more})")
     return model.eval()

@@ -589,11 +589,13 @@ def run_data_root(run_dir: Path, data_root: str | Path | None = None) -> Path:
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise BiokdError(f"{run_dir}: not a biokd run folder (no config.yaml)")
+    from .config import safe_load_yaml
+
     try:
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        cfg = safe_load_yaml(cfg_path.read_text()) or {}
         root = cfg.get("data", {}).get("root")
-    except (yaml.YAMLError, AttributeError) as err:
-        raise DataError(cfg_path, f"not a valid run config ({err})") from None
+    except (yaml.YAMLError, AttributeError, ConfigError) as err:
+        raise DataError(cfg_path, f"not a valid run config ({' '.join(str(err).split())})") from None
     if not isinstance(root, str) or not root:
         raise DataError(cfg_path, "names no data.root; pass --data-root")
     candidates = [Path(root)] if Path(root).is_absolute() else [run_dir / root, Path(root)]

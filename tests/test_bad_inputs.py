@@ -291,6 +291,62 @@ def oasis3_missing_centiloid(tmp: Path):
     return _oasis3_args(tmp, _oasis3(tmp, centiloid=None)), "OAS30001_AV45_d0200: Centiloid_fSUVR_rsf_TOT_CORTMEAN"
 
 
+# -- evaluate on damaged run folders and data (issue 14 item 10) ----------------------------------------------
+def _evaluate_run(tmp: Path, *, val_fraction: float = 0.2) -> Path:
+    """A GlucoNet run folder beside a real OhioT1DM store (6-step history, 2 horizons) that it fits."""
+    from biokd.glucose.ohiot1dm import OhioProtocol, preprocess_ohiot1dm
+
+    protocol = OhioProtocol(history=6, horizons=(1, 2), score_start_min=0, val_fraction=val_fraction)
+    preprocess_ohiot1dm(_ohio_release(tmp), tmp / "data", protocol)
+    run = _run_folder(tmp)
+    (run / "config.yaml").write_text(f"data: {{root: {tmp / 'data'}}}\n")
+    return run
+
+
+@case
+def evaluate_n_boot_zero(tmp: Path):
+    return ["evaluate", str(_evaluate_run(tmp)), "--n-boot", "0"], "--n-boot must be at least 1"
+
+
+@case
+def evaluate_without_model_json(tmp: Path):
+    run = _evaluate_run(tmp)
+    (run / "model.json").unlink()
+    return ["evaluate", str(run)], "not a biokd run folder (no model.json)"
+
+
+@case
+def evaluate_garbled_model_json(tmp: Path):
+    run = _evaluate_run(tmp)
+    (run / "model.json").write_text('{"name": "gluconet", "kwargs": {"n_ti')
+    return ["evaluate", str(run)], "model.json: not valid JSON"
+
+
+@case
+def evaluate_nan_weights(tmp: Path):
+    import torch
+
+    run = _evaluate_run(tmp)
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    first = next(k for k, v in state["student"].items() if v.is_floating_point())
+    state["student"][first].fill_(float("nan"))
+    torch.save(state, run / "checkpoints" / "best.pt")
+    return ["evaluate", str(run)], f"best.pt: weights hold NaN or infinite values ({first}"
+
+
+@case
+def evaluate_empty_split(tmp: Path):
+    run = _evaluate_run(tmp, val_fraction=0.0)
+    return ["evaluate", str(run), "--split", "val"], "manifest.csv: no items in split 'val'"
+
+
+@case
+def evaluate_garbled_config(tmp: Path):
+    run = _evaluate_run(tmp)
+    (run / "config.yaml").write_text("data: {root: [unclosed\n")
+    return ["evaluate", str(run)], "config.yaml: not a valid run config"
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

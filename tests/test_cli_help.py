@@ -79,3 +79,12 @@ def test_config_show_glucose_and_a_bad_key(monkeypatch, capsys) -> None:
         cli.main()
     err = capsys.readouterr().err
     assert info.value.code == 2 and "trian" in err and "Did you mean 'train'" in err
+
+
+@pytest.mark.parametrize("name", sorted(p[1] for p in _all_commands() if p[0] == "preprocess"))
+def test_every_preprocess_command_takes_set_and_jobs(name: str) -> None:
+    import typer
+
+    command = typer.main.get_command(app).commands["preprocess"].commands[name]
+    options = {opt for param in command.params for opt in param.opts}
+    assert {"--set", "--jobs", "--out", "--skip-bad"} <= options, name

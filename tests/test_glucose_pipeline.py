@@ -81,13 +81,51 @@ def test_preprocess_command(tiny_cohort: Path, tmp_path: Path, capsys: pytest.Ca
 
     preprocess(
         root=tiny_cohort, out=tmp_path, patients="adult002", history=24, horizons="6",
-        val_fraction=0.2, max_fill_min=30, skip_bad=False,
+        val_fraction=0.2, max_fill_min=30, skip_bad=False, jobs=1, set_=["score_start_min=30"],
+        scheduler=None, quiet=True,
     )  # fmt: skip
     assert "adult002: train" in capsys.readouterr().out
     protocol = json.loads((tmp_path / "protocol.json").read_text())
-    assert protocol["history"] == 24 and protocol["horizons"] == [6]
+    assert protocol["history"] == 24 and protocol["horizons"] == [6] and protocol["score_start_min"] == 30
 
 
 def test_demo_config_loads() -> None:
     cfg = load_config(GlucoseRunConfig, ROOT / "configs" / "glucose-demo.yaml")
     assert cfg == GlucoseRunConfig()  # the file spells out the defaults of `biokd demo glucose`
+
+
+@pytest.mark.slow
+def test_per_patient_models_beside_the_pooled_ones(tiny_cohort: Path, tmp_path: Path) -> None:
+    """``per_patient=True``: one store and one teacher/GlucoNet pair per patient, scored on that patient only."""
+    import pandas as pd
+    import torch
+
+    from biokd.glucose.demo import evaluate
+    from biokd.models import load_run_model
+
+    cfg = replace(QUICK, teacher_epochs=1, student_epochs=1, per_patient=True)
+    results = run_glucose(tmp_path, cfg, cohort=tiny_cohort)
+    separate = results["per_patient_models"]
+    assert set(separate["windows"]) == {"adult001", "adult002"}
+    for pid in ("adult001", "adult002"):
+        base = tmp_path / "per_patient" / pid
+        manifest = pd.read_csv(base / "windows" / "manifest.csv", dtype={"subject": str})
+        assert set(manifest["subject"]) == {pid}  # this patient's windows only
+        assert separate["windows"][pid]["test"] == int((manifest["split"] == "test").sum()) > 0
+        # The per-patient score is that patient's model on that patient's test file (not the pooled model).
+        from biokd.data.reader import ShardDataset
+
+        own = evaluate({"m": load_run_model(base / "runs" / "student")}, ShardDataset(base / "windows", "test"))
+        assert separate["models"]["GlucoNet distilled"]["per_patient"][pid] == own["m"]["per_patient"][pid]
+        pooled = results["metrics"]["GlucoNet distilled"]["per_patient"][pid]["30min"]["rmse"]
+        assert own["m"]["per_patient"][pid]["30min"]["rmse"] != pooled
+        weights = torch.load(base / "runs" / "student" / "checkpoints" / "best.pt", weights_only=True)
+        assert weights  # a trained checkpoint of its own
+    mean = separate["models"]["GlucoNet alone"]["mean_over_patients"]["60min"]["rmse"]
+    per = [separate["models"]["GlucoNet alone"]["per_patient"][p]["60min"]["rmse"] for p in ("adult001", "adult002")]
+    assert mean == pytest.approx(np.mean(per))
+    write_glucose_report(tmp_path, results, "per patient")
+    text = (tmp_path / "report.md").read_text()
+    assert "pooled models beside one model per patient" in text and "GlucoNet distilled per-patient" in text
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert "adult002" in json.dumps(saved)

@@ -391,3 +391,27 @@ def test_truncated_edf_is_refused_or_skipped_and_counted(synthetic_root: Path, t
     report = preprocess_physionet_mi(raw_root, tmp_path / "out2", skip_bad=True, progress=False)
     assert report.processed == ["S001"] and list(report.skipped) == ["S002"]
     assert "truncated" in report.skipped["S002"] and str(cut) in report.skipped["S002"]
+
+
+def test_a_cue_beyond_the_end_of_the_recording_is_counted(tmp_path: Path) -> None:
+    """An untruncated EDF+ whose annotations hold a cue after its last sample: MNE drops the cue on reading;
+    the build counts it (per subject, under ``cues_beyond_recording``) instead of losing it silently."""
+    from biokd.eeg.synthetic import _write_edf
+
+    root = tmp_path / "raw"
+    write_synthetic_eegmmidb(root, subjects=(1,), n_trials_per_run=3, seed=1)
+    before = preprocess_physionet_mi(root, tmp_path / "ref", progress=False, subjects=[1]).n_windows
+    path = run_path(root, 1, 4)
+    raw = mne.io.read_raw_edf(path, verbose="error")
+    duration = raw.n_times / raw.info["sfreq"]
+    cues = [(float(o), float(d), str(t)) for o, d, t in zip(*(raw.annotations.__getattribute__(k) for k in
+            ("onset", "duration", "description")), strict=True)]  # fmt: skip
+    _write_edf(path, raw.get_data(units="uV"), int(raw.info["sfreq"]), [*cues, (duration + 3.0, 4.1, "T2")])
+    assert len(mne.io.read_raw_edf(path, verbose="error").annotations) == len(cues)  # MNE drops the late cue
+    assert len(mne.read_annotations(path)) == len(cues) + 1  # the file holds it
+    report = preprocess_physionet_mi(root, tmp_path / "out", progress=False, subjects=[1])
+    beyond = [w for w in report.notes["S001"]["windows_past_end"] if w["where"] == "beyond the recording"]
+    assert beyond == [{"run": 4, "onset_s": round(duration + 3.0, 4), "event": "T2", "where": "beyond the recording"}]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["n_cues_beyond_recording"] == 1 and saved["cues_beyond_recording"] == {"S001": 1}
+    assert saved["n_windows_past_end"] >= 1 and report.n_windows == before

@@ -118,7 +118,28 @@ def build_cache(
     ``teacher_fn(batch)`` returns named tensors (e.g. :meth:`Distiller.teacher_targets`); items must carry
     an ``index``. ``key`` identifies everything the outputs depend on. ``max_shards`` stops early (tests).
     """
+    from ..data.store import folder_lock
+
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    # Two runs sharing a cache folder: the second waits for nothing and gets one clear error (not FileExistsError).
+    with folder_lock(root, "another teacher-cache build"):
+        return _build(root, teacher_fn, dataset, key, batch_size, shard_size, device, log, max_shards, progress)
+
+
+def _build(
+    root: Path,
+    teacher_fn: Callable[[dict[str, Any]], Mapping[str, torch.Tensor]],
+    dataset: Dataset,
+    key: Mapping[str, Any],
+    batch_size: int,
+    shard_size: int,
+    device: torch.device | str,
+    log: Callable[[str], None],
+    max_shards: int | None,
+    progress: bool,
+) -> TeacherCache:
+    """:func:`build_cache` under the folder's lock."""
     full_key = {"format": FORMAT_VERSION, "n": len(dataset), "shard_size": shard_size, **key}
     key_hash = sha256_json(full_key)
     meta_path = root / "meta.json"
@@ -127,11 +148,12 @@ def build_cache(
         if meta.get("key_hash") != key_hash:
             changed = [k for k in full_key if meta.get("key", {}).get(k) != full_key[k]]
             log(f"teacher cache {root} is stale (changed: {', '.join(changed) or 'format'}); rebuilding it")
-            shutil.rmtree(root)
+            for old in root.iterdir():  # everything but the lock this build holds
+                if old.name != ".lock":
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
         elif meta.get("complete"):
             log(f"teacher cache {root} is valid; reusing it ({_size(TeacherCache(root).nbytes)})")
             return TeacherCache(root)
-    root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".tmp-shard-*"):
         log(f"teacher cache: removing {leftover.name}, a shard cut short by an interrupted build")
         shutil.rmtree(leftover)

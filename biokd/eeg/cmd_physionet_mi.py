@@ -48,4 +48,6 @@ def _notes(report: dict) -> list[str]:
         lines.append(f"recorded at a rate other than 160 Hz (resampled like the others): {listed}")
     if report["n_windows_past_end"]:
         lines.append(f"windows running past the end of a recording (not kept): {report['n_windows_past_end']}")
+    if report.get("n_cues_beyond_recording"):
+        lines.append(f"  of which cues beyond the end of the recording itself: {report['n_cues_beyond_recording']}")
     return lines

@@ -256,6 +256,7 @@ def preprocess_physionet_mi(
     report.skipped.update(missing)
     report.skipped = dict(sorted(report.skipped.items()))
     past_end = {s: len(n.get("windows_past_end", [])) for s, n in report.notes.items()}
+    beyond = {s: sum(w["where"] == BEYOND for w in n.get("windows_past_end", [])) for s, n in report.notes.items()}
     write_json(
         report.out / "report.json",
         {
@@ -263,6 +264,9 @@ def preprocess_physionet_mi(
             **report.to_dict(),
             "n_windows_past_end": sum(past_end.values()),
             "windows_past_end": {s: k for s, k in past_end.items() if k},
+            # of those: cues whose onset lies beyond the end of the recording itself (MNE drops them on reading)
+            "n_cues_beyond_recording": sum(beyond.values()),
+            "cues_beyond_recording": {s: k for s, k in beyond.items() if k},
             "resampled_from": {s: n["original_sfreq"] for s, n in report.notes.items() if "original_sfreq" in n},
         },
     )
@@ -375,6 +379,7 @@ def _run_windows(
 
     raw = _read_run(path)
     orig_sfreq = float(raw.info["sfreq"])
+    beyond = _cues_beyond_end(path, raw.n_times / orig_sfreq, set(proto.labels_of_run(run)))
     descriptions = {str(d) for d in raw.annotations.description}
     wanted = set(proto.labels_of_run(run))
     if unexpected := sorted(descriptions - {"T0", "T1", "T2"}):
@@ -431,4 +436,24 @@ def _run_windows(
         onsets.append(float(onset))
         kinds.append(event)
     x = np.stack(out).astype(np.float32) if out else np.zeros((0, len(keep), proto.n_times), np.float32)
-    return x, onsets, kinds, orig_sfreq, late
+    return x, onsets, kinds, orig_sfreq, late + beyond
+
+
+def _cues_beyond_end(path: Path, duration: float, wanted: set[str]) -> list[tuple[float, str, str]]:
+    """Cues whose onset lies at or after the end of the recording: MNE drops them when it reads the file, so
+    they are read from the EDF+ annotations themselves (``mne.read_annotations``, which keeps them)."""
+    import mne
+
+    try:
+        every = mne.read_annotations(path)
+    except Exception:  # the file was read above; a reader that cannot list annotations adds nothing
+        return []
+    return [
+        (round(float(o), 4), str(d), BEYOND)
+        for o, d in zip(every.onset, every.description, strict=True)
+        if str(d) in wanted and float(o) >= duration
+    ]
+
+
+#: ``where`` of a cue whose onset lies beyond the end of the recording (not truncated: the header agrees).
+BEYOND = "beyond the recording"

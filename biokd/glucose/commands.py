@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..commands._shared import QUIET, SCHEDULER
+from ..commands._shared import JOBS, QUIET, SCHEDULER, SET
 
 
 def preprocess(
@@ -20,15 +20,20 @@ def preprocess(
     ),
     max_fill_min: int = typer.Option(30, min=0, help="Forward-fill CGM gaps in the input for at most this long."),
     skip_bad: bool = typer.Option(False, help="Skip patients with damaged files and list them in the report."),
-    jobs: int = typer.Option(1, min=1, help="Worker processes, one patient each."),
+    jobs: int = JOBS,
+    set_: list[str] = SET,
     scheduler: str | None = SCHEDULER,
     quiet: bool = QUIET,
 ) -> None:
-    """Preprocess OhioT1DM (2018/2020) into windows under the BGLP challenge rules."""
+    """Preprocess OhioT1DM (2018/2020) into windows under the BGLP challenge rules.
+
+    Every protocol field can be set with ``--set`` (after the options above), e.g. ``--set score_start_min=30``
+    or ``--set grid.glucose_range=[40,400]``."""
     from rich.console import Console
 
+    from ..config import load_config
     from ..errors import ConfigError
-    from .ohiot1dm import GridConfig, OhioProtocol, preprocess_ohiot1dm
+    from .ohiot1dm import OhioProtocol, preprocess_ohiot1dm
 
     try:
         steps = tuple(int(h) for h in horizons.split(","))
@@ -38,11 +43,13 @@ def preprocess(
         raise ConfigError(f"--horizons: steps must be positive (the target follows the input); got {horizons!r}")
     from ..commands._shared import check_out_folder
 
+    options = [f"history={history}", f"horizons={list(steps)}", f"val_fraction={val_fraction}"]
+    protocol = load_config(OhioProtocol, None, [*options, f"grid.max_fill_min={max_fill_min}", *set_])
     check_out_folder(out)
     report = preprocess_ohiot1dm(
         root,
         out,
-        OhioProtocol(history, steps, val_fraction=val_fraction, grid=GridConfig(max_fill_min=max_fill_min)),
+        protocol,
         jobs=jobs,
         patients=[p.strip() for p in patients.split(",")] if patients else None,
         skip_bad=skip_bad,

@@ -66,6 +66,9 @@ class GlucoseRunConfig:
     #: torch CPU threads during the run (restored after). Small models train fastest on one thread, and
     #: far faster than on two when other processes share the cores.
     threads: int | None = 1
+    #: Also train one teacher and one GlucoNet pair per patient (the challenge protocol) and report them beside
+    #: the pooled models (:mod:`biokd.glucose.per_patient`).
+    per_patient: bool = False
 
 
 QUICK = GlucoseRunConfig(patients=2, days=3, teacher_epochs=2, student_epochs=2)
@@ -232,6 +235,13 @@ def _run_glucose(out: Path, cfg: GlucoseRunConfig, cohort: str | Path | None) ->
     costs = {
         name: {"parameters": n_parameters(m), "cpu_ms_per_window": cpu_latency_ms(m)} for name, m in models.items()
     }
+    separate = None
+    if cfg.per_patient:
+        from .per_patient import run_per_patient
+
+        t0 = time.perf_counter()
+        separate = run_per_patient(out, cfg, cohort_dir, OhioProtocol(val_fraction=cfg.val_fraction))
+        timings["per_patient_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - tic
     windows = {s: len(ShardDataset(out / "windows", s)) for s in ("train", "val", "test")}
     return {
@@ -240,6 +250,7 @@ def _run_glucose(out: Path, cfg: GlucoseRunConfig, cohort: str | Path | None) ->
         "preprocess": {k: prep[k] for k in ("n_windows", "processed", "reused", "skipped", "events_skipped")},
         "windows": windows,
         "metrics": metrics,
+        "per_patient_models": separate,
         "costs": costs,
         "timings": timings,
         "models": models,
@@ -286,7 +297,12 @@ def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str
     report.add_note(NOTE_GENERATED)
     report.add_note(
         "Protocol: OhioT1DM challenge rules (targets never interpolated, scoring from 60 min into each test "
-        "file, per-patient metrics averaged over patients); one model for all patients."
+        "file, per-patient metrics averaged over patients); "
+        + (
+            "models pooled over all patients and, beside them, one model per patient (the challenge's protocol)."
+            if results.get("per_patient_models")
+            else "one model for all patients."
+        )
     )
     report.add_table("Test set, mean over patients", _rows(results))
     if all("mean_over_2020" in r for r in results["metrics"].values()):
@@ -296,6 +312,12 @@ def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str
     horizons = list(next(iter(results["metrics"].values()))["mean_over_patients"])
     for h in horizons:
         report.add_table(f"Per-patient RMSE at {h} (mg/dL)", _per_patient_rows(results, h))
+    if results.get("per_patient_models"):
+        from .per_patient import side_by_side
+
+        for h in horizons:
+            rows = side_by_side(results["metrics"], results["per_patient_models"], h)
+            report.add_table(f"RMSE at {h} (mg/dL): pooled models beside one model per patient", rows)
     models, test = results["models"], results["test"]
     inputs, target = test_arrays(test)
     kd = predict(models["GlucoNet distilled"], inputs)
@@ -305,7 +327,8 @@ def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str
     report.add_text(
         "\n".join(f"- {k}: {v:.1f} s" for k, v in results["timings"].items()), heading="Timings (this machine)"
     )
-    report.add_json("results", {k: results[k] for k in ("config", "windows", "metrics", "costs", "timings")})
+    keys = ("config", "windows", "metrics", "per_patient_models", "costs", "timings")
+    report.add_json("results", {k: results.get(k) for k in keys})
     report.add_json("preprocess", results["preprocess"])
     return report.write(out)["html"]
 
