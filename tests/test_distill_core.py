@@ -11,8 +11,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from biokd.config import from_dict, load_config
-from biokd.distill import losses
 from biokd.data.spec import TargetSpec
+from biokd.distill import losses
 from biokd.distill.distiller import Distiller
 from biokd.distill.router import LayerRouter
 from biokd.distill.taps import Taps
