@@ -18,12 +18,13 @@ import torch
 from bench_distill import terms
 from torch.utils.data import DataLoader, Subset
 
-from biokd.data.reader import WindowsDataset
+from biokd.data.reader import ShardDataset
 from biokd.distill.cache import build_cache, data_fingerprint, hash_state_dict
 from biokd.distill.distiller import Distiller
 from biokd.eeg.cbramod import CBraModTeacher
 from biokd.eeg.faced import FacedProtocol, preprocess_faced, write_synthetic_faced
 from biokd.eeg.mic import MiC
+from biokd.tasks import task_for
 from biokd.trainer import Supervised, collate
 
 
@@ -62,13 +63,14 @@ def main() -> None:
         write_synthetic_faced(raw, subjects=range(args.subjects))
     preprocess_faced(raw, prep, protocol=FacedProtocol(), jobs=args.jobs, progress=False)
     print(f"data ready in {time.perf_counter() - t0:.0f} s")
-    full = WindowsDataset(prep, "train")
-    n_chans, n_times = full.input_shape()
+    full = ShardDataset(prep, "train")
+    task = task_for(full.spec)
+    n_chans, n_times = full.input_shape("eeg")
     n_classes, n_full = full.n_classes, len(full)
     train = full if args.windows is None else Subset(full, range(min(args.windows, n_full)))
     torch.manual_seed(0)
     teacher = CBraModTeacher(n_chans, n_times, n_classes, head="linear").to(device)
-    distiller = Distiller(MiC(n_chans, n_times, n_classes), teacher, terms()).to(device)
+    distiller = Distiller(MiC(n_chans, n_times, n_classes), teacher, terms(), task).to(device)
     distiller.setup({k: v.to(device) if torch.is_tensor(v) else v for k, v in collate([train[0], train[1]]).items()})
     distiller.to(device)
 
@@ -80,7 +82,7 @@ def main() -> None:
     )
     build = time.perf_counter() - t0
     cached = epoch_seconds(distiller, train, device, args.batch_size, cache)
-    alone = epoch_seconds(Supervised(MiC(n_chans, n_times, n_classes).to(device)), train, device, args.batch_size)
+    alone = epoch_seconds(Supervised(MiC(n_chans, n_times, n_classes).to(device), task), train, device, args.batch_size)
     scale = n_full / len(train)  # per-window costs extrapolated to the whole training split
     result = {
         "windows_timed": len(train),

@@ -18,11 +18,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from biokd.data.spec import TargetSpec
 from biokd.distill.cache import build_cache
-from biokd.distill.distiller import Distiller, TermConfig
+from biokd.distill.distiller import Distiller
+from biokd.distill.terms import KD, Connectivity, Feature, Spectral, TaskLoss, Term
 from biokd.eeg.cbramod import CBraModTeacher
 from biokd.eeg.mic import MiC
 from biokd.profiling import cpu_latency_ms
+from biokd.tasks import Task, task_for
 from biokd.trainer import Supervised
 
 SIZES = {"physionet-mi": (64, 800, 4), "faced": (32, 2000, 9)}
@@ -41,15 +44,20 @@ class RandomWindows(Dataset):
         return {"eeg": self.x[i], "label": self.y[i], "index": i}
 
 
-def terms() -> list[TermConfig]:
+def terms() -> list[Term]:
     layers = [f"backbone.encoder.layers.{i}" for i in range(12)]
     return [
-        TermConfig(name="task", kind="cross_entropy", label_smoothing=0.1),
-        TermConfig(name="kd", kind="kd", temperature=4.0),
-        TermConfig(name="layers", kind="feature", teacher=layers, student="mimic", metric="cosine", pool=[1]),
-        TermConfig(name="spectral", kind="spectral", teacher=layers[-1:], student="mimic", pool=[1], time_dim=-2),
-        TermConfig(name="connectivity", kind="connectivity", teacher=layers[-1:], student="mimic", pool=[2]),
+        TaskLoss(name="task", label_smoothing=0.1),
+        KD(name="kd", temperature=4.0),
+        Feature(name="layers", teacher=layers, student="mimic", metric="cosine", pool=[1]),
+        # the patch axis of 200-sample patches at 200 Hz: one patch per second
+        Spectral(name="spectral", teacher=layers[-1:], student="mimic", pool=[1], time_dim=-2, sfreq=1.0),
+        Connectivity(name="connectivity", teacher=layers[-1:], student="mimic", pool=[2]),
     ]
+
+
+def classification(n_classes: int) -> Task:
+    return task_for(TargetSpec(kind="classification", classes=[f"class {k}" for k in range(n_classes)]))
 
 
 def samples_per_second(learner, batches, device, cache=None) -> float:
@@ -84,7 +92,8 @@ def run(name: str, device: torch.device, n_batches: int, batch_size: int) -> dic
     torch.manual_seed(0)
     teacher = CBraModTeacher(n_chans, n_times, n_classes, head="linear").to(device)
     student = MiC(n_chans, n_times, n_classes).to(device)
-    distiller = Distiller(student, teacher, terms()).to(device)
+    task = classification(n_classes)
+    distiller = Distiller(student, teacher, terms(), task).to(device)
     distiller.setup(batches[0])
     distiller.to(device)
     live = samples_per_second(distiller, batches, device)
@@ -100,7 +109,7 @@ def run(name: str, device: torch.device, n_batches: int, batch_size: int) -> dic
         )
         cached = samples_per_second(distiller, batches, device, cache)
         cache_mb = cache.nbytes / len(data) / 1e6
-    alone = samples_per_second(Supervised(MiC(n_chans, n_times, n_classes).to(device)), batches, device)
+    alone = samples_per_second(Supervised(MiC(n_chans, n_times, n_classes).to(device), task), batches, device)
     student_cpu = MiC(n_chans, n_times, n_classes).eval()
     latency = cpu_latency_ms(student_cpu, (torch.randn(1, n_chans, n_times),), threads=1, repeats=50)
     return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_distill_core import TinyNet, ToyEEG, _distill_terms
+from test_distill_core import TASK, TinyNet, ToyEEG, _distill_terms
 
 from biokd.distill.cache import build_cache, hash_state_dict
 from biokd.distill.distiller import Distiller
@@ -13,7 +13,7 @@ from biokd.distill.distiller import Distiller
 @pytest.fixture
 def distiller():
     torch.manual_seed(0)
-    d = Distiller(TinyNet(6, n_layers=1), TinyNet(16), _distill_terms())
+    d = Distiller(TinyNet(6, n_layers=1), TinyNet(16), _distill_terms(), TASK)
     d.setup({"eeg": torch.randn(2, 4, 32), "label": torch.tensor([0, 1])})
     return d
 

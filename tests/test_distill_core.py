@@ -11,12 +11,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from biokd.config import from_dict, load_config
+from biokd.data.spec import TargetSpec
 from biokd.distill import losses
-from biokd.distill.distiller import Distiller, TermConfig
+from biokd.distill.distiller import Distiller
 from biokd.distill.router import LayerRouter
 from biokd.distill.taps import Taps
+from biokd.distill.terms import KD, Connectivity, Feature, Spectral, TaskLoss, Term
 from biokd.errors import ConfigError, LeakageError
 from biokd.splits import check_no_leakage
+from biokd.tasks import task_for
 from biokd.trainer import Supervised, TrainConfig, fit
 
 
@@ -70,8 +73,8 @@ class ToyEEG(Dataset):
         return {"eeg": self.x[i], "label": int(self.y[i]), "subject": self._subject[i], "index": i}
 
 
-def accuracy(outputs, targets, subjects):
-    return {"accuracy": float((outputs.argmax(1) == targets).mean())}
+#: Three classes; validation is scored by the task (balanced accuracy, κ, ...): chance is 1/3.
+TASK = task_for(TargetSpec(kind="classification", classes=["a", "b", "c"]))
 
 
 def test_taps_capture_and_reject_unknown_paths():
@@ -141,8 +144,8 @@ def test_router_weights_sum_to_one_and_move_under_training():
 def test_router_learns_which_teacher_layer_carries_the_task():
     """Layer 0 is noise, layer 1 encodes the label: the task probe drives the router to layer 1."""
     torch.manual_seed(0)
-    term = TermConfig(name="routed", kind="feature", teacher=["layers.0", "layers.1"], student="layers.0")
-    distiller = Distiller(TinyNet(6, n_layers=1), TinyNet(16), [term])
+    term = Feature(name="routed", teacher=["layers.0", "layers.1"], student="layers.0")
+    distiller = Distiller(TinyNet(6, n_layers=1), TinyNet(16), [term], TASK)
     batch = {"eeg": torch.randn(32, 4, 32), "label": torch.arange(32) % 3}
     distiller.setup(batch)
     opt = torch.optim.Adam(distiller.parameters(), lr=1e-2)
@@ -162,19 +165,19 @@ def test_router_learns_which_teacher_layer_carries_the_task():
 
 def _distill_terms():
     return [
-        TermConfig(name="task", kind="cross_entropy", label_smoothing=0.1),
-        TermConfig(name="kd", kind="kd", temperature=2.0),
-        TermConfig(name="feat", kind="feature", teacher=["layers.1"], student="layers.0", metric="cosine"),
-        TermConfig(name="routed", kind="feature", teacher=["layers.0", "layers.1"], student="layers.0"),
-        TermConfig(name="spec", kind="spectral", teacher=["layers.1"], student="layers.0", pool=[1], time_dim=1),
-        TermConfig(name="conn", kind="connectivity", teacher=["layers.1"], student="layers.0"),
+        TaskLoss(name="task", label_smoothing=0.1),
+        KD(name="kd", temperature=2.0),
+        Feature(name="feat", teacher=["layers.1"], student="layers.0", metric="cosine"),
+        Feature(name="routed", teacher=["layers.0", "layers.1"], student="layers.0"),
+        Spectral(name="spec", teacher=["layers.1"], student="layers.0", pool=[1], time_dim=1),
+        Connectivity(name="conn", teacher=["layers.1"], student="layers.0"),
     ]
 
 
 def test_distiller_projects_routes_and_freezes_teacher(tmp_path):
     torch.manual_seed(0)
     teacher, student = TinyNet(16), TinyNet(6, n_layers=1)
-    distiller = Distiller(student, teacher, _distill_terms())
+    distiller = Distiller(student, teacher, _distill_terms(), TASK)
     batch = {"eeg": torch.randn(4, 4, 32), "label": torch.tensor([0, 1, 2, 0])}
     distiller.setup(batch)
     assert set(distiller.projections) == {"feat", "routed", "spec"}  # width 6 → 16; conn needs none
@@ -190,38 +193,38 @@ def test_distiller_projects_routes_and_freezes_teacher(tmp_path):
 
 
 def test_distiller_mismatched_axes_and_empty_terms_are_config_errors():
-    with pytest.raises(ConfigError, match="at least a task loss"):
-        Distiller(TinyNet(6), TinyNet(16), [])
-    term = [TermConfig(name="f", kind="feature", teacher=["layers.1"], student="layers.0")]
-    coarse_student = Distiller(TinyNet(6, patch=16), TinyNet(16), term)  # 2 patches against the teacher's 4
+    with pytest.raises(ConfigError, match="at least the task loss"):
+        Distiller(TinyNet(6), TinyNet(16), [], TASK)
+    term = [Feature(name="f", teacher=["layers.1"], student="layers.0")]
+    coarse_student = Distiller(TinyNet(6, patch=16), TinyNet(16), term, TASK)  # 2 patches against the teacher's 4
     with pytest.raises(ConfigError, match="all axes but the last must agree"):
         coarse_student.setup({"eeg": torch.randn(2, 4, 32)})
-    pooled = [TermConfig(name="f", kind="feature", teacher=["layers.1"], student="layers.0", pool=[2])]
-    Distiller(TinyNet(6, patch=16), TinyNet(16), pooled).setup({"eeg": torch.randn(2, 4, 32)})
+    pooled = [Feature(name="f", teacher=["layers.1"], student="layers.0", pool=[2])]
+    Distiller(TinyNet(6, patch=16), TinyNet(16), pooled, TASK).setup({"eeg": torch.randn(2, 4, 32)})
 
 
 def _fit_distiller(tmp_path, epochs, stop_after=None):
     torch.manual_seed(0)
     teacher = TinyNet(16)
     fit(
-        Supervised(teacher),
+        Supervised(teacher, TASK),
         ToyEEG(60, 0),
         ToyEEG(30, 1, 10),
-        TrainConfig(epochs=6, batch_size=16, lr=1e-2, select_metric="accuracy", progress=False),
+        TrainConfig(epochs=6, batch_size=16, lr=1e-2, select_metric="balanced_accuracy", progress=False),
         tmp_path / "teacher",
-        accuracy,
+        TASK,
         log=lambda m: None,
     )
     torch.manual_seed(1)
-    distiller = Distiller(TinyNet(6, n_layers=1), teacher, _distill_terms())
-    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, select_metric="accuracy", progress=False)
+    distiller = Distiller(TinyNet(6, n_layers=1), teacher, _distill_terms(), TASK)
+    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, select_metric="balanced_accuracy", progress=False)
     result = fit(
         distiller,
         ToyEEG(60, 0),
         ToyEEG(30, 1, 10),
         cfg,
         tmp_path / "student",
-        accuracy,
+        TASK,
         log=lambda m: None,
         stop_after_epoch=stop_after,
     )
@@ -232,7 +235,7 @@ def test_distillation_loss_falls_and_student_beats_chance(tmp_path):
     _, result = _fit_distiller(tmp_path, epochs=12)
     losses_ = [h["train_loss"] for h in result.history]
     assert losses_[-1] < 0.8 * losses_[0]
-    assert result.best_metrics["accuracy"] > 0.6  # chance is 1/3
+    assert result.best_metrics["balanced_accuracy"] > 0.6  # chance is 1/3
     assert (tmp_path / "student" / "checkpoints" / "best.pt").is_file()
 
 
@@ -248,12 +251,12 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
 def test_training_refuses_subject_leakage(tmp_path):
     with pytest.raises(LeakageError, match="subject S000 in train and val"):
         fit(
-            Supervised(TinyNet(4)),
+            Supervised(TinyNet(4), TASK),
             ToyEEG(20, 0),
             ToyEEG(20, 1),
             TrainConfig(epochs=1, progress=False),
             tmp_path,
-            accuracy,
+            TASK,
         )
     check_no_leakage({"train": ["a", "b"], "val": ["c"]})
 
@@ -265,11 +268,14 @@ def test_config_validation_names_bad_keys(tmp_path):
         from_dict(TrainConfig, {"epoch": 3})
     with pytest.raises(ConfigError, match="batch_size: expected int, got 'big'"):
         from_dict(TrainConfig, {"batch_size": "big"})
-    with pytest.raises(ConfigError, match="select_mode: must be one of"):
-        from_dict(TrainConfig, {"select_mode": "best"})
+    with pytest.raises(ConfigError, match="split_by: must be one of"):
+        from_dict(TrainConfig, {"split_by": "random"})
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 2\nlr: 0.1\n")
     cfg = load_config(TrainConfig, path, ["lr=1e-3", "amp=false"])
     assert (cfg.epochs, cfg.lr, cfg.amp) == (2, 1e-3, False)
-    term = from_dict(TermConfig, {"name": "s", "kind": "spectral", "bands": {"alpha": 1}})
-    assert term.bands == {"alpha": 1}
+    spectral = {"name": "s", "kind": "spectral", "teacher": ["layers.1"], "student": "layers.0", "bands": {"alpha": 1}}
+    term = Term.from_config({**spectral, "sfreq": 200}, "distill.terms[0]")
+    assert isinstance(term, Spectral) and term.bands == {"alpha": 1} and term.sfreq == 200.0
+    with pytest.raises(ConfigError, match="band weights need `sfreq`"):
+        Term.from_config(spectral, "distill.terms[0]")

@@ -1,10 +1,9 @@
 """Export of small MiC and GlucoNet students from run folders to ONNX / ONNX int8 / ExecuTorch (fp32, int8).
 
-Run folders and data are written in the real on-disk formats: EEG windows through
-``biokd.data.store.build_shards`` (read back by ``WindowsDataset``), glucose windows in the layout of
-``biokd.glucose.ohiot1dm`` (read back by ``GlucoseWindows``). The students are trained for a few steps so
-that int8 parity is judged on a model with real decision margins. Each format is exported once per module
-(ExecuTorch lowering is slow) and the tests share the results.
+Run folders and data are written in the real on-disk format: EEG and glucose windows through
+``biokd.data.store.build_store`` (glucose with the OhioT1DM protocol and spec), read back by ``ShardDataset``.
+The students are trained for a few steps so that int8 parity is judged on a model with real decision margins.
+Each format is exported once per module (ExecuTorch lowering is slow) and the tests share the results.
 """
 
 from __future__ import annotations
@@ -24,7 +23,9 @@ from torch import nn
 
 from biokd._extras import install_command
 from biokd._io import save_torch, write_json
-from biokd.data.store import SubjectWindows, build_shards
+from biokd.data.reader import ShardDataset
+from biokd.data.spec import DataSpec, InputSpec, TargetSpec
+from biokd.data.store import SubjectItems, build_store
 from biokd.eeg.mic import MiC
 from biokd.errors import BiokdError
 from biokd.export import (
@@ -39,6 +40,7 @@ from biokd.export import (
     sample_inputs,
 )
 from biokd.glucose.gluconet import GlucoNet
+from biokd.glucose.ohiot1dm import SIGNAL_KEY, OhioProtocol
 from biokd.models import model_spec
 
 pytest.importorskip("onnxruntime", reason="export extra not installed (pip install 'biokd[export]')")
@@ -57,10 +59,18 @@ GLUCONET = dict(
     head_hidden=4, drop_prob=0.0, vmd_iter=1,
 )  # fmt: skip
 SPLITS = {"S1": "train", "S2": "train", "S3": "train", "S4": "val", "S5": "test"}
+EEG_SPEC = DataSpec(
+    "synthetic-mi",
+    [InputSpec("eeg", [4, N_TIMES], ["channel", "time"], unit="uV", sfreq=SFREQ, labels={"channel": CH_NAMES})],
+    TargetSpec("classification", classes=CLASSES),
+    ["subject", "session"],
+)
+GLUCOSE_PROTOCOL = OhioProtocol(history=GLUCONET["n_times"], horizons=(6, 12))
+GLUCOSE_SPLITS = {"559": "train", "563": "val", "570": "test"}
 
 
 # -- data and run folders ------------------------------------------------------------------------------------
-def _eeg_subject(subject: str, paths: Any, protocol: Any) -> SubjectWindows:
+def _eeg_subject(subject: str, paths: Any, protocol: Any) -> SubjectItems:
     """24 windows: class k carries a (8 + 6k) Hz rhythm on channel k over background noise."""
     rng = np.random.default_rng(int(subject[1:]))
     labels = np.arange(24) % 3
@@ -73,7 +83,26 @@ def _eeg_subject(subject: str, paths: Any, protocol: Any) -> SubjectWindows:
          "onset_s": 2.0 * i, "split": SPLITS[subject]}
         for i, k in enumerate(labels)
     ]  # fmt: skip
-    return SubjectWindows(x, rows)
+    return SubjectItems({"eeg": x}, rows)
+
+
+def _glucose_subject(subject: str, paths: Any, protocol: Any) -> SubjectItems:
+    """64 windows of a daily CGM sine with noise: inputs ``(6, history)`` in raw units, targets in mg/dL."""
+    history, horizons = protocol["history"], protocol["horizons"]
+    rng = np.random.default_rng(int(subject))
+    n = 64
+    t = np.arange(n + history + 12)[None] + rng.integers(0, 288, size=(n, 1))
+    cgm = (140 + 50 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 5, size=t.shape)).astype(np.float32)
+    x = np.zeros((n, 6, history), np.float32)
+    idx = np.arange(n)
+    x[:, 0] = cgm[idx, :history]
+    x[:, 1] = 1.0
+    x[:, 4] = rng.uniform(0, 3, size=(n, 1))
+    target = np.stack([cgm[idx, history - 1 + h] for h in horizons], axis=1).astype(np.float32)
+    split = GLUCOSE_SPLITS[subject]
+    origins = pd.date_range("2020-01-01", periods=n, freq="5min").strftime("%Y-%m-%d %H:%M:%S")
+    rows = [{"subject": subject, "session": split, "release": "2020", "split": split, "origin": o} for o in origins]
+    return SubjectItems({SIGNAL_KEY: x, "target": target}, rows)
 
 
 NOTES = ["The data were generated, not recorded.", "The teacher was NOT pretrained."]
@@ -120,10 +149,8 @@ def eeg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "dataset": "synthetic-mi", "signal_key": "eeg", "units": "uV", "scale": 1.0, "sfreq": SFREQ,
         "n_times": N_TIMES, "ch_names": CH_NAMES, "class_names": CLASSES,
     }  # fmt: skip
-    build_shards(base / "data", sources, _eeg_subject, protocol, progress=False)
-    from biokd.data.reader import WindowsDataset
-
-    train = WindowsDataset(base / "data", "train")
+    build_store(base / "data", sources, _eeg_subject, protocol, EEG_SPEC, progress=False)
+    train = ShardDataset(base / "data", "train")
     x = torch.stack([train[i]["eeg"] for i in range(len(train))])
     y = torch.tensor(train.labels)
     torch.manual_seed(0)
@@ -134,36 +161,18 @@ def eeg_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def glucose_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("glucose")
-    history, horizons = GLUCONET["n_times"], [6, 12]
-    protocol = {
-        "dataset": "ohiot1dm", "signal_key": "glucose_inputs",
-        "channels": ["cgm", "cgm_mask", "insulin", "carbs", "iob", "cob"],
-        "channel_units": ["mg/dL", "1", "U per 5 min", "g per 5 min", "U", "g"],
-        "step_min": 5, "history": history, "horizons": horizons, "horizon_min": [30, 60], "format": 1,
-    }  # fmt: skip
-    rows = []
-    rng = np.random.default_rng(0)
-    for pid, split in (("559", "train"), ("563", "val"), ("570", "test")):
-        n = 64
-        t = np.arange(n + history + 12)[None] + rng.integers(0, 288, size=(n, 1))
-        cgm = (140 + 50 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 5, size=t.shape)).astype(np.float32)
-        x = np.zeros((n, 6, history), np.float32)
-        idx = np.arange(n)
-        x[:, 0] = cgm[idx, :history]
-        x[:, 1] = 1.0
-        x[:, 4] = rng.uniform(0, 3, size=(n, 1))
-        target = np.stack([cgm[idx, history - 1 + h] for h in horizons], axis=1).astype(np.float32)
-        (base / "data" / "windows").mkdir(parents=True, exist_ok=True)
-        np.savez(base / "data" / "windows" / f"{pid}.npz", glucose_inputs=x, target=target)
-        rows.append(pd.DataFrame({"subject": pid, "release": "2020", "split": split,
-                                  "shard": f"windows/{pid}.npz", "row": idx}))  # fmt: skip
-    pd.concat(rows).to_csv(base / "data" / "manifest.csv", index=False)
-    write_json(base / "data" / "protocol.json", protocol)
-    from biokd.glucose.ohiot1dm import GlucoseWindows
-
-    train = GlucoseWindows(base / "data", "train")
+    sources = {}
+    for pid in GLUCOSE_SPLITS:
+        (base / "raw").mkdir(parents=True, exist_ok=True)
+        (base / "raw" / f"{pid}-ws-training.xml").write_bytes(pid.encode())
+        sources[pid] = [base / "raw" / f"{pid}-ws-training.xml"]
+    protocol, spec = GLUCOSE_PROTOCOL.to_protocol(), GLUCOSE_PROTOCOL.spec()
+    build_store(base / "data", sources, _glucose_subject, protocol, spec, progress=False)
+    train = ShardDataset(base / "data", "train")
+    inputs = torch.stack([train[i][SIGNAL_KEY] for i in range(len(train))])
+    target = torch.from_numpy(train.targets())
     torch.manual_seed(0)
-    model = _train(GlucoNet(**GLUCONET), train.inputs, train.target, nn.functional.mse_loss, steps=30)
+    model = _train(GlucoNet(**GLUCONET), inputs, target, nn.functional.mse_loss, steps=30)
     return _write_run(base / "run", model, base / "data", "forecasting", {"name": "glucose_transformer"})
 
 

@@ -68,7 +68,7 @@ def test_distilled_gluconet_beats_persistence(tiny_cohort: Path, tmp_path: Path)
     assert persistence["30min"]["lag_min"] == 30.0  # persistence is exactly one horizon late
     assert set(metrics["teacher (GlucoseTransformer)"]["per_patient"]) == {"adult001", "adult002"}
     assert results["costs"]["GlucoNet distilled"]["parameters"] == 10_872
-    for run in ("teacher", "gluconet_kd", "gluconet"):
+    for run in ("teacher", "student", "student/alone"):  # the verbs' run folders: distilled, then alone inside
         assert (tmp_path / "runs" / run / "checkpoints" / "best.pt").is_file()
         assert json.loads((tmp_path / "runs" / run / "model.json").read_text())["kwargs"]
     html = write_glucose_report(tmp_path, results, "test")
@@ -76,9 +76,7 @@ def test_distilled_gluconet_beats_persistence(tiny_cohort: Path, tmp_path: Path)
     assert "GlucoNet distilled" in (tmp_path / "report.md").read_text()
 
 
-def test_preprocess_command(tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from biokd.glucose.commands import preprocess
-
+def test_preprocess_command(tiny_cohort: Path, tmp_path: Path) -> None:
     preprocess(
         root=tiny_cohort, out=tmp_path, patients="adult002", history=24, horizons="6",
         val_fraction=0.2, max_fill_min=30, skip_bad=False, jobs=1, set_=["score_start_min=30"],

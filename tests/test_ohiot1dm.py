@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
+from biokd.data.reader import ShardDataset
 from biokd.errors import DataError
 from biokd.glucose.gluconet import GlucoNet
 from biokd.glucose.ohiot1dm import (
     CHANNELS,
-    GlucoseWindows,
+    OhioProtocol,
     build_grid,
     carbs_on_board_curve,
     find_patients,
@@ -244,18 +245,19 @@ def test_future_changes_do_not_change_inputs(release: Path, tmp_path: Path) -> N
 
 def test_preprocess_writes_and_reuses(release: Path, tmp_path: Path) -> None:
     out = tmp_path / "pre"
-    report = preprocess_ohiot1dm(release, out, history=12, val_fraction=0.0)
+    report = preprocess_ohiot1dm(release, out, OhioProtocol(history=12, val_fraction=0.0))
     assert report["processed"] == ["540"] and report["n_windows"] == 51 + 42
     assert report["events_skipped"] == 2
     assert report["patients"]["540"]["issues"]["training"]["glucose_level"]["skipped: empty value"] == 1
     manifest = pd.read_csv(out / "manifest.csv", dtype={"subject": str})
-    assert list(manifest.columns[:3]) == ["subject", "release", "split"] and manifest["release"].iloc[0] == 2020
-    assert (out / "grids" / "540.csv").is_file() and (out / "protocol.json").is_file()
-    test = GlucoseWindows(out, "test")
+    assert {"subject", "release", "split"} <= set(manifest.columns) and manifest["release"].iloc[0] == 2020
+    assert (out / "shards" / "540.grid.csv").is_file() and (out / "protocol.json").is_file()
+    test = ShardDataset(out, "test")
     assert len(test) == 42 and test[0]["glucose_inputs"].shape == (6, 12)
-    assert test.target_mask.sum().item() == 66
-    assert preprocess_ohiot1dm(release, out, history=12, val_fraction=0.0)["reused"] == ["540"]
-    assert preprocess_ohiot1dm(release, out, history=24, val_fraction=0.0)["processed"] == ["540"]
+    assert np.isfinite(test.targets()).sum() == 66
+    assert sum(test[i]["target_mask"].sum().item() for i in range(len(test))) == 66
+    assert preprocess_ohiot1dm(release, out, OhioProtocol(history=12, val_fraction=0.0))["reused"] == ["540"]
+    assert preprocess_ohiot1dm(release, out, OhioProtocol(history=24, val_fraction=0.0))["processed"] == ["540"]
 
 
 def write(root: Path, name: str, text: str) -> Path:
@@ -305,8 +307,8 @@ def test_test_file_without_training_file(tmp_path: Path) -> None:
 def test_skip_bad_lists_the_patient(release: Path, tmp_path: Path) -> None:
     write(release / "2018" / "train", "559-ws-training.xml", '<patient id="559"><glucose_level></patient>')
     with pytest.raises(DataError, match=r"559-ws-training\.xml: malformed XML"):
-        preprocess_ohiot1dm(release, tmp_path / "a", history=12)
-    report = preprocess_ohiot1dm(release, tmp_path / "b", history=12, skip_bad=True)
+        preprocess_ohiot1dm(release, tmp_path / "a", OhioProtocol(history=12))
+    report = preprocess_ohiot1dm(release, tmp_path / "b", OhioProtocol(history=12), skip_bad=True)
     assert report["processed"] == ["540"] and list(report["skipped"]) == ["559"]
     assert report["n_skipped_patients"] == 1
 
@@ -315,8 +317,8 @@ def test_evaluation_scores_each_target_once_and_averages_the_2020_six(release: P
     from biokd.glucose.demo import evaluate
     from biokd.glucose.gluconet import Persistence
 
-    preprocess_ohiot1dm(release, tmp_path, history=12, val_fraction=0.0)
-    result = evaluate({"persistence": Persistence()}, GlucoseWindows(tmp_path, "test"))["persistence"]
+    preprocess_ohiot1dm(release, tmp_path, OhioProtocol(history=12, val_fraction=0.0))
+    result = evaluate({"persistence": Persistence()}, ShardDataset(tmp_path, "test"))["persistence"]
     m30 = result["per_patient"]["540"]["30min"]
     assert m30["n"] == 33 and result["mean_over_2020"]["30min"]["rmse"] == m30["rmse"]
     # Test readings rise 1 mg/dL per 5 min, so persistence misses by 6 at 30 min and 12 at 60 min, except

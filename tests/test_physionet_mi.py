@@ -102,7 +102,7 @@ def test_real_subject_gives_every_annotated_window(real_built: Path, real_data: 
     assert set(manifest["split"]) == {"train"} and set(manifest["subject"]) == {"S001"}
     assert list(manifest["session"].unique()) == [f"R{r:02d}" for r in IMAGERY_RUNS]
 
-    x = np.load(real_built / "shards" / "S001.npy", mmap_mode="r")
+    x = np.load(real_built / "shards" / "S001.eeg.npy", mmap_mode="r")
     assert x.shape == (90, 64, 800) and x.dtype == np.float32
     # average reference survives the linear filters and resampling: channel mean ≈ 0 µV
     assert np.abs(np.asarray(x).mean(axis=1)).max() < 1e-2
@@ -112,7 +112,7 @@ def test_real_subject_gives_every_annotated_window(real_built: Path, real_data: 
 def test_real_windows_start_at_the_cue_in_microvolts(real_built: Path, real_data: Path) -> None:
     """Each window, brought back to 160 Hz, matches the raw EDF samples from its cue on (read with pyEDFlib)."""
     manifest = pd.read_csv(real_built / "manifest.csv")
-    x = np.load(real_built / "shards" / "S001.npy", mmap_mode="r")
+    x = np.load(real_built / "shards" / "S001.eeg.npy", mmap_mode="r")
     reader = pyedflib.EdfReader(str(real_data / "eegmmidb" / "S001" / "S001R10.edf"))
     raw = np.stack([reader.readSignal(i) for i in range(64)])
     reader.close()
@@ -145,7 +145,7 @@ def test_protocol_json_and_reader(real_built: Path, real_data: Path) -> None:
     ds = WindowsDataset(real_built, "train")
     assert len(ds) == 90 and ds.n_classes == 4 and ds.ch_names == names
     item = ds[5]
-    shard = np.load(real_built / "shards" / "S001.npy", mmap_mode="r")
+    shard = np.load(real_built / "shards" / "S001.eeg.npy", mmap_mode="r")
     np.testing.assert_allclose(item["eeg"].numpy(), shard[5] * 0.01, rtol=1e-6)
     assert len(WindowsDataset(real_built, "test")) == 0
 
@@ -257,7 +257,7 @@ def test_parallel_build_matches_serial(synthetic_root: Path, tmp_path: Path) -> 
     pd.testing.assert_frame_equal(a, b)
     for s in ("S001", "S002"):
         np.testing.assert_array_equal(
-            np.load(tmp_path / "one" / "shards" / f"{s}.npy"), np.load(tmp_path / "two" / "shards" / f"{s}.npy")
+            np.load(tmp_path / "one" / "shards" / f"{s}.eeg.npy"), np.load(tmp_path / "two" / "shards" / f"{s}.eeg.npy")
         )
 
 
@@ -270,7 +270,7 @@ def test_128hz_subject_is_resampled_and_noted(tmp_path: Path) -> None:
     assert report.notes == {"S088": {"original_sfreq": 128.0}}
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["resampled_from"] == {"S088": 128.0}
-    x = np.load(tmp_path / "out" / "shards" / "S088.npy")
+    x = np.load(tmp_path / "out" / "shards" / "S088.eeg.npy")
     assert x.shape == (18, 64, 800)
     assert set(pd.read_csv(tmp_path / "out" / "manifest.csv")["split"]) == {"val"}
 
@@ -373,7 +373,7 @@ def test_cli_summary_and_overrides(synthetic_root: Path, tmp_path: Path, monkeyp
     code, stdout, _ = _run(monkeypatch, capsys, *args)
     assert code == 0
     assert json.loads((out / "protocol.json").read_text())["sfreq"] == 160.0
-    assert np.load(out / "shards" / "S001.npy", mmap_mode="r").shape[1:] == (64, 640)  # 4 s follow the rate
+    assert np.load(out / "shards" / "S001.eeg.npy", mmap_mode="r").shape[1:] == (64, 640)  # 4 s follow the rate
     assert "2 processed, 0 reused, 0 skipped" in stdout and "report.json" in stdout
     assert "left_fist" in stdout and "both_feet" in stdout
     code, stdout, _ = _run(monkeypatch, capsys, *args)

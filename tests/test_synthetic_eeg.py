@@ -77,7 +77,7 @@ def test_event_related_desynchronisation(generated: tuple[Path, Path]) -> None:
     manifest = pd.read_csv(out / "manifest.csv", dtype={"subject": str})
     for subject in ("S001", "S002", "S003"):
         rows = manifest[manifest["subject"] == subject]
-        x = np.load(out / "shards" / f"{subject}.npy")[rows["row"].to_numpy()]
+        x = np.load(out / "shards" / f"{subject}.eeg.npy")[rows["row"].to_numpy()]
         freqs, power = welch(x[:, :, 100:], fs=200, nperseg=200, axis=-1)
         mu = np.log(power[:, :, (freqs >= 8) & (freqs <= 13)].mean(axis=-1))
         labels = rows["label"].to_numpy()
