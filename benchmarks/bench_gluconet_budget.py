@@ -32,12 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from biokd.data.reader import ShardDataset
 from biokd.export.card import machine, measure_runtime
-from biokd.glucose.demo import GlucoseRunConfig, _train, evaluate
+from biokd.glucose.demo import GlucoseRunConfig, evaluate, test_arrays
 from biokd.glucose.gluconet import GlucoNet, median_centre_frequencies
-from biokd.glucose.ohiot1dm import GlucoseWindows, preprocess_ohiot1dm
+from biokd.glucose.ohiot1dm import OhioProtocol, preprocess_ohiot1dm
 from biokd.glucose.simulate import simulate_cohort
-from biokd.trainer import Supervised
+from biokd.tasks import task_for
+from biokd.trainer import Supervised, TrainConfig, fit, load_best
 
 BUDGET_KB, BUDGET_MS = 60.0, 0.5
 
@@ -103,11 +105,12 @@ def main() -> None:
     cfg = replace(GlucoseRunConfig(), patients=args.patients, days=args.days, seed=args.seed, jobs=args.jobs)
     cohort = args.out / "cohort"
     simulate_cohort(cohort, cfg.patients, cfg.days, cfg.seed, jobs=cfg.jobs, gaps_per_day=cfg.gaps_per_day)  # reused
-    preprocess_ohiot1dm(cohort, args.out / "windows", val_fraction=cfg.val_fraction)
-    data = {s: GlucoseWindows(args.out / "windows", s) for s in ("train", "val", "test")}
+    preprocess_ohiot1dm(cohort, args.out / "windows", OhioProtocol(val_fraction=cfg.val_fraction))
+    data = {s: ShardDataset(args.out / "windows", s) for s in ("train", "val", "test")}
     timings = {"data_s": time.perf_counter() - tic}
-    n_out = len(data["train"].horizons)
-    omega = median_centre_frequencies(data["train"].inputs)
+    task = task_for(data["train"].spec)
+    train_inputs, _ = test_arrays(data["train"])
+    omega = median_centre_frequencies(train_inputs)
     variants = {
         "sweeps": {"vmd_mode": "sweeps"},
         "folded": {"vmd_mode": "folded"},
@@ -117,8 +120,14 @@ def main() -> None:
     for name, kwargs in variants.items():
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed + 1)  # the same initial weights for every variant
-        learner = Supervised(GlucoNet(n_outputs=n_out, **kwargs), "regression")
-        models[name] = _train(f"gluconet-{name}", learner, data, args.epochs, cfg, args.out / "runs")
+        learner = Supervised(GlucoNet(n_outputs=task.n_outputs, **kwargs), task)
+        run_dir = args.out / "runs" / f"gluconet-{name}"
+        train_cfg = TrainConfig(
+            epochs=args.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed,
+            amp=False, select_metric="rmse", split_by="time", progress=False,
+        )  # fmt: skip
+        fit(learner, data["train"], data["val"], train_cfg, run_dir, task, resume=False, log=lambda s: None)
+        models[name] = load_best(learner, run_dir).eval()
         timings[f"train_{name}_s"] = time.perf_counter() - t0
     metrics = evaluate(models, data["test"])
     accuracy = {
@@ -131,7 +140,7 @@ def main() -> None:
 
     exports_dir = args.out / "exports"
     exports_dir.mkdir(parents=True, exist_ok=True)
-    calib = data["train"].inputs[:: max(1, len(data["train"]) // 32)][:32]
+    calib = train_inputs[:: max(1, len(train_inputs) // 32)][:32]
     wanted = args.formats.split(",")
     costs = []
     for name, model in models.items():

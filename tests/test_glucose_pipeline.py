@@ -77,12 +77,15 @@ def test_distilled_gluconet_beats_persistence(tiny_cohort: Path, tmp_path: Path)
 
 
 def test_preprocess_command(tiny_cohort: Path, tmp_path: Path) -> None:
-    preprocess(
-        root=tiny_cohort, out=tmp_path, patients="adult002", history=24, horizons="6",
-        val_fraction=0.2, max_fill_min=30, skip_bad=False, jobs=1, set_=["score_start_min=30"],
-        scheduler=None, quiet=True,
-    )  # fmt: skip
-    assert "adult002: train" in capsys.readouterr().out
+    from typer.testing import CliRunner
+
+    from biokd.cli import app
+
+    args = ["--root", str(tiny_cohort), "--out", str(tmp_path), "--patients", "adult002", "--history", "24"]
+    args += ["--horizons", "6", "--val-fraction", "0.2", "--set", "score_start_min=30"]
+    result = CliRunner().invoke(app, ["preprocess", "ohiot1dm", *args])
+    assert result.exit_code == 0, result.output
+    assert "adult002: train" in result.output
     protocol = json.loads((tmp_path / "protocol.json").read_text())
     assert protocol["history"] == 24 and protocol["horizons"] == [6] and protocol["score_start_min"] == 30
 
