@@ -287,6 +287,62 @@ def _per_patient_rows(results: Mapping[str, Any], horizon: str) -> list[dict[str
     return rows
 
 
+def _with_ci(value: float | None, ci: Any, fmt: str = ".3g") -> str:
+    """``"12.5 [11.9, 13.2]"`` (``"n/a"`` for an undefined value, no bracket without an interval)."""
+    if value is None:
+        return "n/a"
+    low, high = ci or (None, None)
+    return f"{value:{fmt}}" if low is None else f"{value:{fmt}} [{low:{fmt}}, {high:{fmt}}]"
+
+
+def clinical_tables(
+    models: Mapping[str, nn.Module], inputs: torch.Tensor, target: np.ndarray, test: ShardDataset
+) -> dict[str, list[dict[str, Any]]]:
+    """Every model's clinical metrics with intervals over patients, the full A–E zones of both grids and
+    hypoglycaemia detection at each horizon, and the paired "distilled minus alone" differences."""
+    from .clinical import COLUMN_UNITS, forecast_report, paired_forecast_difference, zone_table
+
+    horizons = [float(h) for h in test.spec.target.horizons]
+    patients = test.subject_per_item
+    preds = {name: predict(model, inputs) for name, model in models.items()}
+    report = forecast_report(target, preds, horizons, patients, n_boot=1000)
+    shown = ("rmse_mgdl", "mae_mgdl", "mard_pct", "hypo_sensitivity_frac", "hypo_precision_frac", "clarke_D_frac")
+    metric_rows = []
+    for row in report["rows"]:
+        cells: dict[str, Any] = {"model": row["model"], "horizon (min)": row["horizon_min"]}
+        for key in shown:
+            cells[f"{key} ({COLUMN_UNITS.get(key, '')})"] = _with_ci(row.get(key), (row.get("ci") or {}).get(key))
+        cells["readings < 70 mg/dL"] = row["n_hypo_readings"]
+        cells["patients"] = row["n_units"]
+        metric_rows.append(cells)
+    zones = [
+        {"model": r["model"], "horizon (min)": r["horizon_min"], "grid": r["grid"],
+         **{f"{z} (%)": round(100 * r[f"{z}_frac"], 2) for z in "ABCDE"}}
+        for r in zone_table(target, preds, horizons, patients)
+    ]  # fmt: skip
+    tables = {
+        f"Clinical metrics, 95% CIs over {metric_rows[0]['patients']} patients ({report['rows'][0]['ci_method']})": (
+            metric_rows
+        ),
+        "Error-grid zones A–E (% of scored forecasts)": zones,
+    }
+    if "GlucoNet distilled" in preds and "GlucoNet alone" in preds:
+        a_, b_ = preds["GlucoNet distilled"], preds["GlucoNet alone"]
+        rows = []
+        for row in paired_forecast_difference(target, a_, b_, horizons, patients):
+            cells: dict[str, Any] = {"horizon (min)": row["horizon_min"]}
+            for key, value in row["difference"].items():
+                low, high = row["ci"].get(key) or (None, None)
+                text = "n/a" if value is None else f"{value:+.3g}"
+                cells[f"{key} ({COLUMN_UNITS.get(key, '')})"] = (
+                    text if low is None else f"{text} [{low:+.3g}, {high:+.3g}]"
+                )
+            cells["patients"] = row["n_units"]
+            rows.append(cells)
+        tables["GlucoNet distilled − GlucoNet alone (paired over patients; negative favours distilled)"] = rows
+    return tables
+
+
 def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str) -> Path:
     """Write ``report.{md,html}``, ``metrics.json`` and figures into ``out``; returns the HTML path."""
     from ..report import Report
@@ -320,6 +376,8 @@ def write_glucose_report(out: str | Path, results: Mapping[str, Any], title: str
             report.add_table(f"RMSE at {h} (mg/dL): pooled models beside one model per patient", rows)
     models, test = results["models"], results["test"]
     inputs, target = test_arrays(test)
+    for table, rows in clinical_tables(models, inputs, target, test).items():
+        report.add_table(table, rows)
     kd = predict(models["GlucoNet distilled"], inputs)
     report.add_figure("Clarke grid, GlucoNet distilled, 30 min", plot_clarke(target[:, 0], kd[:, 0]))
     report.add_figure("Parkes grid, GlucoNet distilled, 30 min", plot_parkes(target[:, 0], kd[:, 0]))
