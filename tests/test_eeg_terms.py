@@ -98,3 +98,20 @@ def test_signal_rate_terms_refuse_bad_settings():
     distiller = Distiller(PatchTokens(1), PatchTokens(2), [term], task_for(spec))
     with pytest.raises(ConfigError, match=r"band 'alpha'.*holds no frequency bin"):
         distiller.setup({"eeg": _eeg(2, 0)})
+
+
+@pytest.mark.parametrize("name", ["physionet-mi-distill.yaml", "faced-distill.yaml"])
+def test_shipped_eeg_configs_use_the_signal_rate_view_and_pass_their_checks(name):
+    from pathlib import Path
+
+    from biokd.config import load_config
+    from biokd.eeg.faced import FacedProtocol
+    from biokd.pipeline import RunConfig
+
+    cfg = load_config(RunConfig, Path(__file__).parents[1] / "configs" / name)
+    spec = (PhysionetMIProtocol() if name.startswith("physionet") else FacedProtocol()).spec()
+    terms = {t.kind: t for t in cfg.distill.terms}
+    for term in cfg.distill.terms:
+        term.check(spec, task_for(spec))
+    assert terms["spectral"].signal == terms["connectivity"].signal == "eeg"
+    assert terms["spectral"].sfreq == SFREQ  # taken from the data: the bands were checked against 100 Hz
