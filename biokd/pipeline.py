@@ -458,7 +458,8 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
     if not provenance["pretrained"]:
         notes.insert(0, "WARNING: the teacher is untrained here (no run and no pretrained weights).")
         log.warning("teacher: neither teacher.run nor teacher.weights is set; the teacher is untrained")
-    probe = torch.utils.data.default_collate([data.train[i] for i in range(min(2, len(data.train)))])
+    # a few windows: shapes for the projections, and data for decoders fitted at set-up (signal-rate views)
+    probe = torch.utils.data.default_collate([data.train[i] for i in range(min(16, len(data.train)))])
     distiller.setup(probe)
 
     def go() -> dict[str, Any]:

@@ -453,10 +453,12 @@ def write_task_report(
         short = [n.rsplit(".", 1)[-1] if n.rsplit(".", 1)[-1].isdigit() else n for n in names]
         class_names = list(getattr(task.target, "classes", [])) or [str(c) for c in sorted(set(labels.tolist()))]
         if task.kind == "classification":
+            from .distill.router import CAPTION as ROUTER_CAPTION  # torch is loaded once a router exists
+
             rep.add_figure(
                 f"Router weights per class ({term})",
                 plot_layer_weights_per_class(weights, labels, class_names, short),
-                caption="Softmax weights over teacher layers, each layer normalised before mixing, averaged per class.",
+                caption=ROUTER_CAPTION,
             )
     rep.add_json("results", dict(reports))
     return rep.write(out, stem=stem, json_name=None)

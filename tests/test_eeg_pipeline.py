@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from biokd.cli import app
 from biokd.data.reader import WindowsDataset
+from biokd.distill.router import CAPTION
 from biokd.eeg.demo import MONTAGE, QUICK, run_eeg_demo
 from biokd.eeg.physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
 from biokd.errors import DataError
@@ -46,6 +47,14 @@ def test_demo_writes_side_by_side_report_with_honest_notes(demo):
         assert metrics[name]["ci_unit"] == "subject"
 
 
+def test_demo_terms_compare_the_signal_rate_view(demo):
+    _, report = demo
+    config = (report.parent / "config.yaml").read_text()
+    assert "signal: eeg" in config
+    history = json.loads((report.parent / "history.json").read_text())
+    assert all(h["train_spectral"] > 0 and h["train_connectivity"] >= 0 for h in history)
+
+
 def test_student_learns_under_distillation(demo):
     _, report = demo
     history = json.loads((report.parent / "history.json").read_text())
@@ -60,6 +69,7 @@ def test_router_weights_are_reported_and_sum_to_one(demo):
     weights = metrics["router_mean_weights"]["layers"]
     assert len(weights) == SIZE.teacher_layers and sum(weights) == pytest.approx(1.0, abs=1e-5)
     assert (report.parent / "figures" / "router-weights-per-class-layers.png").is_file()
+    assert CAPTION in (report.parent / "report.md").read_text()  # says the layers are normalised before mixing
     meta = json.loads((report.parent / "teacher_cache" / "meta.json").read_text())
     assert meta["complete"] and meta["key"]["split"] == "train"
 

@@ -76,7 +76,7 @@ class Distiller(nn.Module):
         self.student.train(was_training)
         feats = self._student_taps.pop()
         for term in self.feature_terms:
-            term.setup(self, views[f"view:{term.name}"], pool_features(feats[term.student], term.pool))
+            term.setup(self, views[f"view:{term.name}"], pool_features(feats[term.student], term.pool), batch)
         self._ready = True
 
     def extra_parameters(self) -> list[nn.Parameter]:

@@ -294,6 +294,28 @@ def spectral_loss(
     return loss
 
 
+def fit_linear_decoder(tokens: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-3) -> torch.nn.Linear:
+    """A ``Linear(D, P)`` fitted by ridge least squares to map tokens ``(..., D)`` onto targets ``(..., P)``.
+
+    Solved in float64 on centred data (intercept as the bias); ``ridge`` is relative to the mean eigenvalue of
+    the token covariance, so the fit is defined when there are fewer tokens than features.
+    """
+    x = tokens.detach().reshape(-1, tokens.shape[-1]).double()
+    y = targets.detach().reshape(-1, targets.shape[-1]).double().to(x.device)
+    if x.shape[0] != y.shape[0]:
+        raise ConfigError(f"decoder fit: {x.shape[0]} tokens but {y.shape[0]} target rows")
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    gram = xc.T @ xc
+    lam = ridge * float(gram.diagonal().mean().clamp_min(1e-12))
+    weight = torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device), xc.T @ yc)
+    layer = torch.nn.Linear(x.shape[1], y.shape[1], device=tokens.device)
+    with torch.no_grad():
+        layer.weight.copy_(weight.T.float())
+        layer.bias.copy_((my - mx @ weight).float())
+    return layer
+
+
 # -- channel connectivity ----------------------------------------------------------------------------
 
 

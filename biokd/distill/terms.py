@@ -163,14 +163,16 @@ class FeatureTerm(Term):
     def student_module(self):
         return self.student
 
-    def setup(self, distiller: Distiller, teacher_view: torch.Tensor, student_view: torch.Tensor) -> None:
+    def setup(
+        self, distiller: Distiller, teacher_view: torch.Tensor, student_view: torch.Tensor, batch: dict | None = None
+    ) -> None:
         """Build the router (several layers) and projections once the feature shapes are known."""
         t_dim, s_dim = teacher_view.shape[-1], student_view.shape[-1]
         if len(self.teacher) > 1:
             distiller.routers[self.name] = _router(len(self.teacher), t_dim, self.router_hidden)
             distiller.probes[self.name] = nn.Linear(t_dim, distiller.n_outputs)
             teacher_view = teacher_view[:, 0]
-        if not self.needs_projection:
+        if not self.needs_projection or getattr(self, "signal", None):
             return
         if student_view.shape[1:-1] != teacher_view.shape[1:-1]:
             raise ConfigError(
@@ -228,9 +230,88 @@ class Feature(FeatureTerm):
         return losses.feature_mse(s, t)
 
 
+class _SignalRate:
+    """Shared by the spectral and connectivity terms: an optional signal-rate view of patch tokens.
+
+    With ``signal`` (an input key, e.g. ``eeg`` ``(B, C, T)``), the tapped features must be patch tokens
+    ``(B, C, S, D)`` of that input cut into ``S`` patches of ``P = T / S`` samples. Each side's tokens are
+    decoded by a linear map ``D -> P`` to the samples of their own patch and laid end to end, giving activity
+    ``(B, C, S·P)`` on the input's own time axis at the input's ``sfreq`` (taken from the data spec). The
+    teacher's decoder is the least-squares reconstruction of the input patches from its tokens, fitted on the
+    set-up batch and frozen: the teacher's view is what its layer retains, linearly, of the signal. The
+    student's decoder starts from the same fit on its own tokens and trains with the term; both live in the
+    Distiller (``projections``) and are dropped at export. Without ``signal`` the features are compared as
+    tapped (then ``sfreq`` is the rate of whatever axis ``time_dim`` names, e.g. 1 Hz for 1-s patch tokens).
+    """
+
+    name: str
+    signal: str | None
+    sfreq: float | None
+    teacher: list[str]
+    student: str
+    pool: str | list[int]
+
+    def _check_signal(self, spec: DataSpec) -> int | None:
+        """Take ``sfreq`` from the spec's ``signal`` input (a clash is an error); return its sample count."""
+        if not self.signal:
+            return None
+        where = f"term {self.name!r}"
+        try:
+            inp = spec.input(self.signal)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: signal {self.signal!r}: {err}") from None
+        if inp.sfreq is None:
+            raise ConfigError(f"{where}: input {self.signal!r} has no sampling rate in the data spec")
+        if self.sfreq is not None and float(self.sfreq) != float(inp.sfreq):
+            raise ConfigError(
+                f"{where}: sfreq {self.sfreq:g} Hz differs from the {inp.sfreq:g} Hz of input {self.signal!r}; "
+                "with `signal` the rate is the input's (drop `sfreq`)"
+            )
+        self.sfreq = float(inp.sfreq)
+        return int(inp.shape[inp.axes.index("time")]) if "time" in inp.axes else None
+
+    def _check_signal_fields(self) -> None:
+        if self.signal and (len(self.teacher) != 1 or self.pool != "none"):
+            raise ConfigError(
+                f"term {self.name!r}: a signal-rate view (`signal: {self.signal}`) decodes one teacher layer's "
+                f"unpooled patch tokens (B, C, S, D); got teacher {self.teacher} and pool {self.pool!r}"
+            )
+
+    def _fit_decoders(self, distiller: Distiller, teacher_view, student_view, batch) -> int:
+        """Fit both patch decoders on the set-up batch; return the view's number of samples ``S·P``."""
+        where = f"term {self.name!r}"
+        if batch is None or self.signal not in batch:
+            raise ConfigError(f"{where}: the set-up batch has no input {self.signal!r} to decode the tokens to")
+        x = batch[self.signal].detach().float()
+        for side, view in (("teacher", teacher_view), ("student", student_view)):
+            if view.dim() != 4 or view.shape[:2] != x.shape[:2] or x.shape[-1] % view.shape[2]:
+                raise ConfigError(
+                    f"{where}: a signal-rate view needs {side} patch tokens (B, C, S, D) over input "
+                    f"{self.signal!r} {tuple(x.shape)} (C channels, T = S·P samples); got {tuple(view.shape)}"
+                )
+        if student_view.shape[2] != teacher_view.shape[2]:
+            raise ConfigError(f"{where}: student and teacher cut the input into different patch counts")
+        n_patches = teacher_view.shape[2]
+        patches = x.reshape(x.shape[0], x.shape[1], n_patches, -1)
+        teacher_dec = losses.fit_linear_decoder(teacher_view.float(), patches)
+        teacher_dec.requires_grad_(False)
+        distiller.projections[f"{self.name}__teacher"] = teacher_dec
+        distiller.projections[self.name] = losses.fit_linear_decoder(student_view.float(), patches)
+        return x.shape[-1]
+
+    def signal_pair(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        """The compared activity: decoded patches laid end to end ``(B, C, S·P)``, or the features as tapped."""
+        s, t = self.pair(step)  # type: ignore[attr-defined]
+        return (s.flatten(-2), t.flatten(-2)) if self.signal else (s, t)
+
+
 @dataclass
-class Spectral(FeatureTerm):
-    """Magnitude and phase spectra along a time axis sampled at ``sfreq`` Hz, optionally weighted by band."""
+class Spectral(_SignalRate, FeatureTerm):
+    """Magnitude and phase spectra along a time axis sampled at ``sfreq`` Hz, optionally weighted by band.
+
+    With ``signal: eeg`` the axis is the input's own (decoded patch tokens, ``sfreq`` from the data spec; see
+    :class:`_SignalRate`) and bands are checked against its Nyquist frequency when the config is read.
+    """
 
     kind_name: ClassVar[str] = "spectral"
     time_dim: int = -2
@@ -239,60 +320,87 @@ class Spectral(FeatureTerm):
     #: Sampling rate (Hz) of the compared time axis; needed for bands, which are checked against it.
     sfreq: float | None = None
     bands: dict[str, float] | None = None
+    #: Input key whose patches the tokens are decoded to (a signal-rate view); None compares the features as is.
+    signal: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._check_signal_fields()
         if self.bands:
-            if self.sfreq is None:
+            if self.sfreq is None and not self.signal:
                 raise ConfigError(f"term {self.name!r}: band weights need `sfreq`, the rate of the time axis in Hz")
             if unknown := [b for b in self.bands if b not in losses.EEG_BANDS]:
                 raise ConfigError(
                     f"term {self.name!r}: unknown band(s) {unknown}; known: {', '.join(losses.EEG_BANDS)}"
                 )
 
-    def setup(self, distiller, teacher_view, student_view):
-        super().setup(distiller, teacher_view, student_view)
-        if self.bands:
+    def check(self, spec, task):
+        n_times = self._check_signal(spec)
+        if self.bands and n_times:
+            self._check_bands(n_times)
+
+    def _check_bands(self, n_times: int) -> None:
+        try:
+            losses.check_bands(n_times, self.sfreq, self.bands)  # type: ignore[arg-type]
+        except (ConfigError, ValueError) as err:
+            raise ConfigError(f"term {self.name!r}: {err}") from None
+
+    def setup(self, distiller, teacher_view, student_view, batch=None):
+        super().setup(distiller, teacher_view, student_view, batch)
+        if self.signal:
+            n = self._fit_decoders(distiller, teacher_view, student_view, batch)
+        else:
             n = student_view.shape[self.time_dim]
-            try:
-                losses.check_bands(n, self.sfreq, self.bands)  # type: ignore[arg-type]
-            except (ConfigError, ValueError) as err:
-                raise ConfigError(f"term {self.name!r}: {err}") from None
+        if self.bands:
+            self._check_bands(n)
 
     def value(self, step):
-        s, t = self.pair(step)
+        s, t = self.signal_pair(step)
         return losses.spectral_loss(
-            s, t, sfreq=self.sfreq or 1.0, dim=self.time_dim, bands=self.bands, magnitude=self.magnitude,
-            phase=self.phase,
+            s, t, sfreq=self.sfreq or 1.0, dim=-1 if self.signal else self.time_dim, bands=self.bands,
+            magnitude=self.magnitude, phase=self.phase,
         )  # fmt: skip
 
 
 @dataclass
-class Connectivity(FeatureTerm):
+class Connectivity(_SignalRate, FeatureTerm):
     """Channel-by-channel connectivity of student and teacher activity ``(B, C, T)``, compared by MSE of the
-    off-diagonal entries: correlation of average-referenced channels, or band-limited coherence (``sfreq``)."""
+    off-diagonal entries: correlation of average-referenced channels, or band-limited coherence (``sfreq``).
+
+    With ``signal: eeg`` the activity is the decoded signal-rate view of patch tokens (:class:`_SignalRate`);
+    without it, trailing axes of the tapped features are flattened into one.
+    """
 
     kind_name: ClassVar[str] = "connectivity"
     needs_projection: ClassVar[bool] = False
     measure: Literal["correlation", "coherence"] = "correlation"
     sfreq: float | None = None
     band: list[float] | None = None
+    #: Input key whose patches the tokens are decoded to (a signal-rate view); None compares the features as is.
+    signal: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.measure == "coherence" and (self.sfreq is None or not self.band or len(self.band) != 2):
+        self._check_signal_fields()
+        needs_rate = self.sfreq is None and not self.signal
+        if self.measure == "coherence" and (needs_rate or not self.band or len(self.band) != 2):
             raise ConfigError(f"term {self.name!r}: coherence needs `sfreq` and `band: [low_hz, high_hz]`")
 
-    def setup(self, distiller, teacher_view, student_view):
-        super().setup(distiller, teacher_view, student_view)
+    def check(self, spec, task):
+        self._check_signal(spec)
+
+    def setup(self, distiller, teacher_view, student_view, batch=None):
+        super().setup(distiller, teacher_view, student_view, batch)
         t = teacher_view[:, 0] if len(self.teacher) > 1 else teacher_view
         try:
             losses.check_channels(student_view.shape[1], t.shape[1], f"term {self.name!r}")
         except ConfigError as err:
             raise ConfigError(f"{err} (student {self.student!r}, teacher {self.teacher})") from None
+        if self.signal:
+            self._fit_decoders(distiller, teacher_view, student_view, batch)
 
     def value(self, step):
-        s, t = self.pair(step)
+        s, t = self.signal_pair(step)
         if self.measure == "coherence":
             band = tuple(self.band)  # type: ignore[arg-type]
             return losses.connectivity_loss(s.flatten(2), t.flatten(2), kind="coherence", sfreq=self.sfreq, band=band)

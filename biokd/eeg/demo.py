@@ -2,8 +2,10 @@
 
 Generates EEGMMIDB-layout EDF+ files (class-dependent mu/beta desynchronisation over the motor cortex),
 preprocesses them with the real PhysioNet-MI loader, fine-tunes a CBraMod teacher (not pretrained: no
-weights are downloaded), distils MiC through KD, routed layer features, spectral and connectivity terms
-(with the teacher cache), and writes a side-by-side report.
+weights are downloaded), distils MiC through KD, routed layer features, and spectral and connectivity terms on
+a signal-rate view of both models' patch tokens (decoded to the 200 Hz samples of their patches; see
+:class:`biokd.distill.terms.Spectral`), with the teacher cache, and writes a side-by-side report with the
+student trained alone. :func:`run_ablation` adds the distilled student without the spectral term.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ MONTAGE = ("FC5", "FC3", "FC1", "FCz", "FC2", "FC4", "FC6", "C5", "C3", "C1", "C
 
 @dataclass
 class DemoSize:
-    subjects: int = 15
+    subjects: int = 20
+    #: held-out subjects: 8 test subjects for the subject-level intervals, 3 for validation, the rest train
+    test_subjects: int = 8
+    val_subjects: int = 3
     trials_per_run: int = 10
     teacher_layers: int = 2
     teacher_epochs: int = 5
@@ -44,7 +49,15 @@ class DemoSize:
 
 
 QUICK = DemoSize(
-    subjects=6, trials_per_run=8, teacher_layers=2, teacher_epochs=3, student_epochs=8, batch_size=16, n_boot=50
+    subjects=6,
+    test_subjects=2,
+    val_subjects=1,
+    trials_per_run=8,
+    teacher_layers=2,
+    teacher_epochs=3,
+    student_epochs=8,
+    batch_size=16,
+    n_boot=50,
 )
 
 
@@ -58,8 +71,9 @@ def run_eeg_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0, j
     out = Path(out)
     start = time.perf_counter()
     n = size.subjects
-    n_test = max(2, n // 5)
-    n_val = max(1, n // 5)
+    n_test, n_val = size.test_subjects, size.val_subjects
+    if n - n_test - n_val < 2:
+        raise ValueError(f"demo size: {n} subjects leave fewer than 2 for training after {n_val} + {n_test} held out")
     splits = {
         "train": (1, n - n_val - n_test),
         "val": (n - n_val - n_test + 1, n - n_test),
@@ -90,27 +104,55 @@ def run_eeg_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0, j
     train_teacher(teacher_cfg, teacher_run)
     log.info(f"teacher fine-tuned ({time.perf_counter() - start:.0f} s so far)")
 
+    student_cfg = student_config(data, teacher_run, size, seed, notes, demo_terms(layers))
+    distill(student_cfg, out / "runs" / "student")
+    log.info(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return out / "runs" / "student" / "report.html"
+
+
+def demo_terms(layers: list[str], spectral: bool = True) -> list:
+    """The demo's terms; spectral and connectivity compare the last layer's signal-rate view at 200 Hz."""
     terms = [
         TaskLoss("task", label_smoothing=0.1),
         KD("kd", temperature=4.0),
         Feature("layers", weight=0.5, teacher=layers, student="mimic", metric="cosine"),
-        Spectral("spectral", weight=0.1, teacher=layers[-1:], student="mimic", pool=[1], time_dim=-2),
-        Connectivity("connectivity", weight=0.5, teacher=layers[-1:], student="mimic"),
+        Connectivity("connectivity", weight=0.5, teacher=layers[-1:], student="mimic", signal="eeg"),
     ]
-    student_cfg = RunConfig(
+    if spectral:  # the mu (alpha) and beta bands that motor imagery desynchronises, checked against Nyquist
+        bands = {"alpha": 1.0, "beta": 1.0}
+        terms.insert(3, Spectral("spectral", weight=1.0, teacher=layers[-1:], student="mimic", signal="eeg",
+                                 bands=bands, phase=0.5))  # fmt: skip
+    return terms
+
+
+def student_config(
+    data: DataConfig, teacher_run: Path, size: DemoSize, seed: int, notes: list[str], terms: list, baseline=True
+) -> RunConfig:
+    """The distillation run of the demo (the same budget and seed whatever the terms)."""
+    return RunConfig(
         data=data,
         teacher=ModelConfig(run=str(teacher_run)),
         student=ModelConfig(name="mic"),
-        distill=DistillConfig(terms=terms, cache=CacheConfig(enabled=True)),
+        distill=DistillConfig(terms=terms, cache=CacheConfig(enabled=True), baseline=baseline),
         train=TrainConfig(
             epochs=size.student_epochs, batch_size=size.batch_size, lr=2e-3, seed=seed, select_metric="cohen_kappa"
         ),
         n_boot=size.n_boot,
         notes=notes,
     )
-    distill(student_cfg, out / "runs" / "student")
-    log.info(f"demo finished in {time.perf_counter() - start:.0f} s")
-    return out / "runs" / "student" / "report.html"
+
+
+def run_ablation(out: str | Path, size: DemoSize | None = None, seed: int = 0) -> Path:
+    """After :func:`run_eeg_demo` in ``out``: the distilled student without the spectral term (same budget, seed,
+    teacher and data), into ``out/runs/no-spectral``; returns that run folder."""
+    size = size or DemoSize()
+    out = Path(out)
+    layers = [f"backbone.encoder.layers.{i}" for i in range(size.teacher_layers)]
+    notes = [NOTES[0], NOTES[1].format(layers=size.teacher_layers), "Ablation: the demo's terms without `spectral`."]
+    data = DataConfig(root=str(out / "preprocessed"))
+    cfg = student_config(data, out / "runs" / "teacher", size, seed, notes, demo_terms(layers, False), False)
+    distill(cfg, out / "runs" / "no-spectral")
+    return out / "runs" / "no-spectral"
 
 
 def cli_demo(out: Path, quick: bool, seed: int) -> Path:
