@@ -57,6 +57,19 @@ def test_leave_one_site_out_split(release, tmp_path):
     assert "SITE_B" not in set(m.loc[m["split"] != "test", "site"])
 
 
+def test_small_training_site_gets_a_validation_subject_of_each_class():
+    """12 training subjects × 0.1 would give a 1-subject validation set, which cannot hold both classes."""
+    from biokd.fmri.abide import assign_splits
+
+    table = pd.DataFrame(
+        {"FILE_ID": [f"S{i:02d}" for i in range(24)], "SITE_ID": ["A"] * 12 + ["B"] * 12, "DX_GROUP": [1, 2] * 12}
+    )
+    splits = assign_splits(table, AbideProtocol(split="leave_one_site_out", test_site="B"))
+    val = [i for i, (sid, part) in enumerate(splits.items()) if part == "val"]
+    assert sorted(table.loc[val, "DX_GROUP"]) == [1, 2]
+    assert {splits[f"S{i:02d}"] for i in range(12, 24)} == {"test"}
+
+
 def test_tangent_stage_fitted_on_training_subjects_only(release, tmp_path):
     root = tmp_path / "s"
     _store(release, root, connectivity="tangent")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
+from conftest import REQUIRE_DATA_VARIABLE, real_data_path
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 WARNING_WORDS = ("Warning", "warn(", "ipywidgets", "IProgress", "tqdm")
@@ -30,6 +32,7 @@ def test_notebook_runs_in_a_kernel(path: Path, tmp_path: Path, monkeypatch) -> N
     # The kernel inherits this environment: the checkout under test first on its path, no hub, no home writes.
     root = str(Path(__file__).resolve().parents[1])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv("BIOKD_TEST_DATA", str(real_data_path()))  # where the real files are, as the tests look
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
@@ -40,6 +43,39 @@ def test_notebook_runs_in_a_kernel(path: Path, tmp_path: Path, monkeypatch) -> N
     assert not noise, f"warnings printed in {path.name}: {noise[:3]}"
     results = [out for cell in notebook["cells"] for out in cell.get("outputs", [])]
     assert any(out.get("output_type") == "execute_result" for out in results)  # the summary tables were shown
+    CHECKS.get(path.name, lambda *_: None)(notebook, tmp_path)
+
+
+def _images(notebook: dict) -> int:
+    return sum("image/png" in out.get("data", {}) for cell in notebook["cells"] for out in cell.get("outputs", []))
+
+
+def _check_fmri(notebook: dict, tmp_path: Path) -> None:
+    """The real ABIDE files are read when present (skipped, and said, when absent); the demo's figures are drawn."""
+    text = "\n".join(_outputs(notebook, "stdout"))
+    data = real_data_path() / "abide"
+    if (data / "Caltech_0051456_rois_aal.1D").is_file() and (data / "Phenotypic_V1_0b_preprocessed1.csv").is_file():
+        assert "Caltech_0051456_rois_aal.1D: 145 × 116 (time points × ROIs)" in text
+        assert float(re.search(r"numpy.corrcoef ([0-9.e+-]+)", text).group(1)) < 1e-6
+        shown = [
+            "".join(out["data"]["text/plain"])
+            for cell in notebook["cells"]
+            for out in cell.get("outputs", [])
+            if out.get("output_type") == "execute_result"
+        ]
+        assert any(re.search(r"with_files\s+1035", t) and re.search(r"quality_checked\s+871", t) for t in shown)
+        real_figures = 1
+    else:
+        if os.environ.get(REQUIRE_DATA_VARIABLE, "") not in ("", "0"):
+            pytest.fail(f"real ABIDE files not found at {data} ({REQUIRE_DATA_VARIABLE} is set)")
+        assert "skipped:" in text
+        real_figures = 0
+    summary = json.loads((tmp_path / "biokd-demo-notebook" / "metrics.json").read_text())
+    assert len(summary["continual"]["sites"]) == 2 and len(summary["leave_site_out"]["rows"]) == 6
+    assert _images(notebook) == real_figures + 2  # a generated subject's matrix and the accuracy heat maps
+
+
+CHECKS = {"fmri_connectivity.ipynb": _check_fmri}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -518,7 +518,7 @@ def assign_splits(subjects: pd.DataFrame, protocol: AbideProtocol) -> dict[str, 
         return {**dict.fromkeys(ids.tolist(), "train"), **dict.fromkeys(ids[test].tolist(), "test")}
     rest_labels = labels[rest]
     strat_rest = rest_labels if np.bincount(rest_labels, minlength=2).min() >= 2 else None
-    n_val = max(1, round(protocol.val_fraction * len(rest)))
+    n_val = max(1 if strat_rest is None else 2, round(protocol.val_fraction * len(rest)))  # stratified: both classes
     _, val = train_test_split(rest, test_size=n_val, random_state=protocol.seed, stratify=strat_rest)
     out = dict.fromkeys(ids.tolist(), "train")
     out.update(dict.fromkeys(ids[test].tolist(), "test"))

@@ -33,11 +33,22 @@ class DemoSize:
     teacher_epochs: int = 15
     student_epochs: int = 20
     continual_epochs: int = 15
+    vae_epochs: int = 15
     n_boot: int = 200
+    n_folds: int = 4
 
 
+#: A smoke test (seconds): two sites, so leave-site-out is two runs and the continual sequence two sites long.
 QUICK = DemoSize(
-    n_sites=3, subjects_per_site=12, n_rois=16, teacher_epochs=2, student_epochs=2, continual_epochs=2, n_boot=20
+    n_sites=2,
+    subjects_per_site=12,
+    n_rois=16,
+    teacher_epochs=1,
+    student_epochs=1,
+    continual_epochs=1,
+    vae_epochs=1,
+    n_boot=10,
+    n_folds=3,
 )
 TEACHER = {"d_model": 32, "n_heads": 2, "depth": 2, "ff_dim": 64, "n_clusters": 4, "cluster_dim": 4, "embed_dim": 32}
 
@@ -89,7 +100,7 @@ def run_fmri_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0) 
     raw = out / "abide"
     if not (raw / "Phenotypic_V1_0b_preprocessed1.csv").is_file():
         write_synthetic_abide(raw, size.n_sites, size.subjects_per_site, n_rois=size.n_rois, seed=seed)
-    protocol = AbideProtocol(n_rois=size.n_rois, n_folds=4, seed=seed)
+    protocol = AbideProtocol(n_rois=size.n_rois, n_folds=size.n_folds, seed=seed)
     preprocess_abide(raw, out / "store", protocol, progress=False)
     teacher_cfg, student_cfg = configs(str(out / "store"), size, seed)
     train_teacher(teacher_cfg, out / "runs" / "teacher")
@@ -99,7 +110,7 @@ def run_fmri_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0) 
     loso = leave_site_out(raw, out / "leave_site_out", teacher_cfg, student_cfg, protocol)
     log.info(f"leave-site-out done ({time.perf_counter() - start:.0f} s)")
     cont = run_continual(out / "store", out / "continual", ContinualConfig(epochs=size.continual_epochs, seed=seed,
-                                                                         vae_epochs=size.continual_epochs))  # fmt: skip
+                                                                         vae_epochs=size.vae_epochs))  # fmt: skip
     rep = Report("fMRI demo (GENERATED data): ABIDE-style connectivity distillation across sites")
     for note in NOTES:
         rep.add_note(note)
@@ -109,6 +120,7 @@ def run_fmri_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0) 
         for name, m in metrics.items() if name in ("teacher", "student (distilled)", "student (alone)")
     ]  # fmt: skip
     rep.add_table("Stratified fold (test subjects; full report in runs/student/report.html)", rows)
+    rep.add_table("Per site (stratified fold test subjects; few subjects per site: read as rough)", _per_site(metrics))
     rep.add_table(
         "Leave one site out (each row: trained on the other sites)",
         [{k: _f(v) if isinstance(v, float) else v for k, v in r.items()} for r in loso["rows"]],
@@ -118,10 +130,34 @@ def run_fmri_demo(out: str | Path, size: DemoSize | None = None, seed: int = 0) 
         [{"regime": r, **{k: _f(cont[r][k]) for k in ("aaa", "bwt", "forgetting", "last_avg_acc")}}
          for r in ("finetune", "replay", "joint") if r in cont],
     )  # fmt: skip
+    for regime in ("finetune", "replay", "joint"):
+        if regime in cont:
+            rep.add_table(f"Accuracy matrix, {regime} (row: after training on site; column: tested on site)",
+                          _matrix_rows(cont["sites"], cont[regime]["accuracy_matrix"]))  # fmt: skip
+    rep.add_json("continual", cont)
+    rep.add_json("leave_site_out", loso)
     rep.add_note("finetune = sequential without replay (lower bound); joint = all sites so far pooled (upper bound).")
     rep.add_note(f"Demo time: {time.perf_counter() - start:.0f} s.")
     files = rep.write(out, "report")
     return Path(files.get("html", out / "report.html"))
+
+
+def _per_site(metrics: dict) -> list[dict[str, object]]:
+    """One row per (site, model) from the per-site groups of the stratified-fold report."""
+    rows = []
+    for name in ("teacher", "student (distilled)", "student (alone)"):
+        for site, m in metrics.get(name, {}).get("groups", {}).get("site", {}).items():
+            rows.append({"site": site, "model": name, "subjects": m.get("n_units"), "AUROC": _f(m.get("auroc")),
+                         "balanced acc.": _f(m.get("balanced_accuracy"))})  # fmt: skip
+    return sorted(rows, key=lambda r: str(r["site"]))
+
+
+def _matrix_rows(sites: list[str], acc: list[list[float]]) -> list[dict[str, str]]:
+    """acc[i][j] = accuracy on site j after training on sites 0..i; sites not yet seen (j > i) are blank."""
+    return [
+        {"after": site, **{sites[j]: (_f(acc[i][j]) if j <= i else "") for j in range(len(sites))}}
+        for i, site in enumerate(sites)
+    ]
 
 
 def _f(value: float | None) -> str:
