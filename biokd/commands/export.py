@@ -35,6 +35,8 @@ def export(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the exporter libraries' own messages too."),
 ) -> None:
     """Export a run's student; exits non-zero (and keeps any earlier good file) if the parity check fails."""
+    import contextlib
+
     from rich.console import Console
 
     from .._console import quiet_libraries
@@ -47,7 +49,13 @@ def export(
         int8_rmse_increase=max_rmse_increase,
         int8_forecast_max_abs=max_forecast_diff,
     )
-    with quiet_libraries(not verbose):  # ExecuTorch's C++ logs, torchao's optional kernels, torch warnings
+    console = Console()
+    waiting = (  # a spinner while the export, the parity check and the latency runs take their time
+        console.status(f"exporting to {format}: build, parity check on held-out windows, latency", spinner="dots")
+        if console.is_terminal
+        else contextlib.nullcontext()
+    )
+    with waiting, quiet_libraries(not verbose):  # ExecuTorch's C++ logs, torchao's optional kernels, torch warnings
         result = export_run(
             run_dir,
             format,
@@ -61,7 +69,6 @@ def export(
             measure=measure,
             int8_observer=int8_observer,
         )
-    console = Console()
     console.print(f"wrote {result.path} ({result.path.stat().st_size:,} bytes)", markup=False, highlight=False)
     console.print(result.parity.summary(), highlight=False)
     lat = result.card["measured"].get("latency_ms")
