@@ -70,7 +70,7 @@ def run_configs(cfg: MriDemoConfig, store: Path, weights: Path, teacher_run: Pat
     )
     terms = [
         TaskLoss("task", weight=0.4),
-        KD("kd", weight=0.2, temperature=2.5),
+        KD("kd", weight=0.2, temperature=2.5, temperature_end=1.0, anneal=[0.05, 0.2]),  # the seed work's schedule
         Feature("feature", weight=0.4, metric="normalized_mse", teacher=["embedding"], student="embedding"),
         Alignment("cka", weight=0.2, metric="cka", teacher=["embedding"], student="embedding"),
         Alignment(
