@@ -369,6 +369,8 @@ def fit(
     tracker = open_tracker(cfg.track if main else "none", run_dir, cfg.track_uri)
     for epoch in range(start, cfg.epochs):
         seed_everything(cfg.seed * 1_000 + epoch)
+        if hasattr(learner, "progress"):
+            learner.progress = epoch / cfg.epochs  # what scheduled distillation terms read (e.g. KD temperature)
         step_module.train()
         sums: dict[str, float] = {}
         n = 0

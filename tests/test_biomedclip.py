@@ -135,3 +135,23 @@ def test_open_clip_itself_reads_the_folder_like_biokd(tiny_folder, no_network):
     with torch.no_grad():
         torch.testing.assert_close(ours.encode_image(images), reference.encode_image(images), rtol=0, atol=0)
         assert not torch.allclose(ours.encode_image(images), ours.encode_image(images.flip(-1)))
+
+
+def test_smaller_input_resamples_the_released_position_embeddings(tiny_folder, no_network):
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(0)
+    teacher = BiomedClipTeacher(vision_model="vit_tiny_patch16_224", embed_dim=64, n_groups=1, image_size=32)
+    assert teacher.image_size == 32 and tuple(teacher.vision.trunk.patch_embed.grid_size) == (2, 2)
+    teacher.load_pretrained(tiny_folder)
+    saved = torch.load(tiny_folder / WEIGHTS_FILE, weights_only=True)
+    released = saved["visual.trunk.pos_embed"]  # (1, 1 + 14 * 14, 192)
+    ours = teacher.vision.trunk.pos_embed.detach()
+    assert released.shape[1] == 197 and ours.shape[1] == 5
+    torch.testing.assert_close(ours[:, 0], released[:, 0], rtol=0, atol=0)  # the class token's embedding is kept
+    torch.testing.assert_close(ours, resample_abs_pos_embed(released, [2, 2], num_prefix_tokens=1))
+    assert not torch.allclose(ours[:, 1:], released[:, 1:5])  # interpolated, not cut
+    key = "trunk.blocks.11.attn.qkv.weight"
+    torch.testing.assert_close(teacher.vision.state_dict()[key], saved[f"visual.{key}"], rtol=0, atol=0)
+    volume = torch.rand(2, 1, 16, 20, 16)
+    assert teacher(volume, volume).shape == (2, 1)

@@ -57,6 +57,7 @@ class Distiller(nn.Module):
         except KeyError as err:
             raise ConfigError(f"distill.terms: {err.args[0]}") from None
         self._ready = False
+        self.progress = 0.0  # epoch / epochs, set by the trainer each epoch (scheduled terms read it)
         self.last_router_weights: dict[str, torch.Tensor] = {}
         self.probe_losses: dict[str, torch.Tensor] = {}
 
@@ -113,7 +114,7 @@ class Distiller(nn.Module):
         if teacher_out is None and reads_teacher(self.terms):
             teacher_out = self.teacher_targets(batch)
         output = self.student(*model_inputs(self.student, batch))
-        step = Step(output, self._student_taps.pop(), teacher_out or {}, batch, self.task, self)
+        step = Step(output, self._student_taps.pop(), teacher_out or {}, batch, self.task, self, self.progress)
         self.probe_losses = {}
         total = output.new_zeros(())
         logs: dict[str, float] = {}

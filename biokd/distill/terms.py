@@ -35,6 +35,8 @@ class Step:
     batch: dict[str, Any]
     task: Task
     distiller: Distiller
+    #: fraction of training done when this step's epoch began (epoch / epochs), for scheduled terms
+    progress: float = 0.0
 
 
 @dataclass
@@ -98,22 +100,44 @@ class TaskLoss(Term):
 
 @dataclass
 class KD(Term):
-    """Hinton KD on logits at ``temperature`` (two-class Bernoulli form for a one-logit binary output)."""
+    """Hinton KD on logits at ``temperature`` (two-class Bernoulli form for a one-logit binary output).
+
+    With ``temperature_end`` the temperature moves linearly from ``temperature`` to ``temperature_end`` while
+    training progresses from ``anneal[0]`` to ``anneal[1]`` (fractions of the epochs) and stays constant outside.
+    """
 
     kind_name: ClassVar[str] = "kd"
     temperature: float = 4.0
+    temperature_end: float | None = None
+    anneal: list[float] = field(default_factory=lambda: [0.0, 1.0])
 
     def check(self, spec, task):
         if task.kind == "forecasting":
             raise ConfigError(f"term {self.name!r} (kd) needs class outputs; use `output_match` for forecasts")
-        if self.temperature <= 0:
-            raise ConfigError(f"term {self.name!r}: temperature must be positive; got {self.temperature}")
+        if self.temperature <= 0 or (self.temperature_end is not None and self.temperature_end <= 0):
+            raise ConfigError(
+                f"term {self.name!r}: temperatures must be positive; got {self.temperature}, {self.temperature_end}"
+            )
+        if len(self.anneal) != 2 or not 0 <= self.anneal[0] < self.anneal[1] <= 1:
+            raise ConfigError(
+                f"term {self.name!r}: anneal must be [start, end] with 0 <= start < end <= 1 "
+                f"(fractions of training); got {self.anneal}"
+            )
+
+    def temperature_at(self, progress: float) -> float:
+        """The temperature when ``progress`` (epoch / epochs) of training is done."""
+        if self.temperature_end is None:
+            return self.temperature
+        start, end = self.anneal
+        done = min(max((progress - start) / (end - start), 0.0), 1.0)
+        return self.temperature + done * (self.temperature_end - self.temperature)
 
     def value(self, step):
         teacher = step.teacher["output"].to(step.output.dtype)
+        temperature = self.temperature_at(step.progress)
         if step.output.shape[-1] == 1:
-            return losses.binary_kd(step.output, teacher, self.temperature)
-        return losses.kd_kl(step.output, teacher, self.temperature)
+            return losses.binary_kd(step.output, teacher, temperature)
+        return losses.kd_kl(step.output, teacher, temperature)
 
 
 @dataclass

@@ -317,6 +317,9 @@ class BiomedClipTeacher(nn.Module):
             from open_clip.timm_model import TimmModel
 
             self.vision = TimmModel(vision_model, embed_dim, image_size=image_size, pool="", proj="linear")
+            if tuple(self.vision.trunk.patch_embed.img_size) != (image_size, image_size):
+                # open_clip builds timm's model at its native size; timm resizes it (position embeddings resampled)
+                self.vision.trunk.set_input_size(img_size=image_size)
         size = self.vision.image_size if hasattr(self.vision, "image_size") else image_size
         self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
         mean = preprocess.get("mean", [0.48145466, 0.4578275, 0.40821073])
@@ -347,6 +350,13 @@ class BiomedClipTeacher(nn.Module):
         clip, _ = load_biomedclip(path)
         state = {k: v for k, v in clip.visual.state_dict().items() if "lora_" not in k}
         ours = {k.replace("base_layer.", ""): k for k in self.vision.state_dict() if "lora_" not in k}
+        from timm.layers import resample_abs_pos_embed  # after load_biomedclip made torchvision importable
+
+        own, trunk = self.vision.state_dict(), self.vision.trunk
+        for key in [k for k in state if k.endswith("pos_embed") and state[k].shape != own[ours.get(k, k)].shape]:
+            # the teacher runs at another input size than released: position embeddings resampled by timm
+            grid = list(trunk.patch_embed.grid_size)
+            state[key] = resample_abs_pos_embed(state[key], grid, num_prefix_tokens=trunk.num_prefix_tokens)
         try:
             mapped = {ours[k]: v for k, v in state.items()}
             missing = set(ours.values()) - set(mapped)

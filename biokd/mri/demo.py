@@ -40,10 +40,14 @@ class MriDemoConfig:
     teacher_epochs: int = 6
     student_epochs: int = 12
     n_boot: int = 200
+    #: the teacher's ViT input (BiomedCLIP's is 224); the quick run feeds 32 (4 patches per slice group; timm
+    #: resamples the released folder's position embeddings)
+    image_size: int = 224
 
 
+# A smoke test: every step runs, no figure worth reading (the tiny teacher sees 4 patches per slice group).
 QUICK = MriDemoConfig(n_subjects=12, voxel_mm=8.0, pixdim=8.0, spatial_size=(16, 20, 16), n_folds=3,
-                      teacher_epochs=1, student_epochs=2, n_boot=20)  # fmt: skip
+                      teacher_epochs=1, student_epochs=2, n_boot=20, image_size=32)  # fmt: skip
 
 
 def run_configs(cfg: MriDemoConfig, store: Path, weights: Path, teacher_run: Path, seed: int) -> tuple[RunConfig, ...]:
@@ -55,7 +59,7 @@ def run_configs(cfg: MriDemoConfig, store: Path, weights: Path, teacher_run: Pat
 
     data = DataConfig(root=str(store))
     teacher_kwargs = {"vision_model": "vit_tiny_patch16_224", "embed_dim": 64, "n_groups": 2, "fused_dim": 32,
-                      "n_heads": 2}  # fmt: skip
+                      "n_heads": 2, "image_size": cfg.image_size}  # fmt: skip
     teacher = RunConfig(
         data=data,
         teacher=ModelConfig(name="biomedclip", kwargs=teacher_kwargs, weights=str(weights)),
@@ -66,7 +70,7 @@ def run_configs(cfg: MriDemoConfig, store: Path, weights: Path, teacher_run: Pat
     )
     terms = [
         TaskLoss("task", weight=0.4),
-        KD("kd", weight=0.2, temperature=2.5),
+        KD("kd", weight=0.2, temperature=2.5, temperature_end=1.0, anneal=[0.05, 0.2]),  # the seed work's schedule
         Feature("feature", weight=0.4, metric="normalized_mse", teacher=["embedding"], student="embedding"),
         Alignment("cka", weight=0.2, metric="cka", teacher=["embedding"], student="embedding"),
         Alignment(
