@@ -113,18 +113,7 @@ class GroupState:
         meta = json.loads(meta_path.read_text())
         with np.load(npz_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        combat = _combat_from_plain(meta["combat"], arrays) if meta.get("combat") else None
-        return cls(
-            kind=meta["kind"],
-            estimator=meta["estimator"],
-            fisher_z=bool(meta["fisher_z"]),
-            n_rois=int(meta["n_rois"]),
-            n_train=int(meta["n_train"]),
-            tangent_mean=arrays.get("tangent_mean"),
-            tangent_whitening=arrays.get("tangent_whitening"),
-            combat=combat,
-            train_sites=list(meta.get("train_sites", [])),
-        )
+        return _state(meta, arrays, meta_path)
 
 
 def _combat_to_plain(model: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -399,15 +388,23 @@ def _state_arrays(state: GroupState) -> dict[str, np.ndarray]:
 
 def _state_from_arrays(arrays: dict[str, np.ndarray]) -> GroupState:
     meta = json.loads(bytes(np.asarray(arrays["meta_json"], np.uint8)).decode())
-    combat = _combat_from_plain(meta["combat"], arrays) if meta.get("combat") else None
-    return GroupState(
-        kind=meta["kind"],
-        estimator=meta["estimator"],
-        fisher_z=bool(meta["fisher_z"]),
-        n_rois=int(meta["n_rois"]),
-        n_train=int(meta["n_train"]),
-        tangent_mean=arrays.get("tangent_mean"),
-        tangent_whitening=arrays.get("tangent_whitening"),
-        combat=combat,
-        train_sites=list(meta.get("train_sites", [])),
-    )
+    return _state(meta, arrays, "stage state")
+
+
+def _state(meta: dict[str, Any], arrays: dict[str, np.ndarray], where: Any) -> GroupState:
+    """A fitted group stage from its saved description and arrays (a damaged file is a DataError)."""
+    try:
+        combat = _combat_from_plain(meta["combat"], arrays) if meta.get("combat") else None
+        return GroupState(
+            kind=meta["kind"],
+            estimator=meta["estimator"],
+            fisher_z=bool(meta["fisher_z"]),
+            n_rois=int(meta["n_rois"]),
+            n_train=int(meta["n_train"]),
+            tangent_mean=arrays.get("tangent_mean"),
+            tangent_whitening=arrays.get("tangent_whitening"),
+            combat=combat,
+            train_sites=list(meta.get("train_sites", [])),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(where, f"not a valid group-stage state ({err!r})") from None
