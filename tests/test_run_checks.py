@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 import torch
+from fault_driver import SPEC, SPLIT  # the tiny EEG store the fault tests build too
+from fault_driver import subject_items as tiny_subject
 
 from biokd.config import load_config
-from biokd.data.spec import DataSpec, InputSpec, TargetSpec
-from biokd.data.store import SubjectItems, build_store
+from biokd.data.store import build_store
 from biokd.errors import ConfigError, LeakageError
 from biokd.pipeline import RunConfig, distill, train_teacher
-
-SPEC = DataSpec(
-    "tiny-eeg",
-    [InputSpec("eeg", [4, 400], ["channel", "time"], unit="100 uV", sfreq=200.0)],
-    TargetSpec("classification", classes=["left", "right"]),
-    ["subject", "session"],
-)
-SPLIT = {"s1": "train", "s2": "train", "s3": "train", "s4": "val", "s5": "test", "s6": "test"}
-
-
-def tiny_subject(subject: str, paths: Sequence[Path], protocol: Mapping[str, Any]) -> SubjectItems:
-    """Eight windows: class 1 carries a 10 Hz rhythm on channel 0, class 0 does not."""
-    rng = np.random.default_rng(int(subject[1:]))
-    t = np.arange(400) / 200.0
-    x = rng.normal(0, 1, (8, 4, 400)).astype(np.float32)
-    labels = np.arange(8) % 2
-    x[labels == 1, 0] += 2 * np.sin(2 * np.pi * 10 * t).astype(np.float32)
-    rows = [{"subject": subject, "session": "1", "label": int(v), "split": SPLIT[subject]} for v in labels]
-    return SubjectItems({"eeg": x}, rows)
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,30 @@ def check_out_folder(out: Path) -> Path:
     return out
 
 
+def run_preprocess(
+    protocol_cls: type,
+    build: Callable[..., Any],
+    dataset: str,
+    notes: Callable[[dict[str, Any]], list[str]],
+    root: Path,
+    out: Path,
+    subjects: str | None,
+    jobs: int,
+    skip_bad: bool,
+    set_: list[str],
+    scheduler: str | None,
+    quiet: bool,
+) -> None:
+    """The body every subject-numbered preprocess command shares: protocol from ``--set``, build, summary."""
+    from ..config import load_config
+
+    protocol = load_config(protocol_cls, None, set_)
+    numbers = parse_subjects(subjects) if subjects else None
+    check_out_folder(out)
+    build(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad, progress=not quiet, scheduler=scheduler)
+    print_build_summary(out, dataset, notes)
+
+
 def print_build_summary(out: Path, dataset: str, notes: Callable[[dict[str, Any]], list[str]] = lambda r: []) -> None:
     """Windows per split and class, subjects per split, processed / reused / skipped, then ``notes(report)``."""
     import json

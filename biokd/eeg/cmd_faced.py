@@ -12,9 +12,7 @@ from ..commands._shared import (
     QUIET,
     SCHEDULER,
     SET,
-    check_out_folder,
-    parse_subjects,
-    print_build_summary,
+    run_preprocess,
 )
 
 
@@ -29,15 +27,11 @@ def preprocess(
     quiet: bool = QUIET,
 ) -> None:
     """Preprocess FACED into 10-s windows of 9 emotion classes (CBraMod's protocol by default)."""
-    from ..config import load_config
     from .faced import FacedProtocol, preprocess_faced
 
-    protocol = load_config(FacedProtocol, None, set_)
-    numbers = parse_subjects(subjects) if subjects else None
-    check_out_folder(out)
-    where = {"progress": not quiet, "scheduler": scheduler}
-    preprocess_faced(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad, **where)
-    print_build_summary(out, "FACED", _notes)
+    run_preprocess(
+        FacedProtocol, preprocess_faced, "FACED", _notes, root, out, subjects, jobs, skip_bad, set_, scheduler, quiet
+    )
 
 
 def _notes(report: dict) -> list[str]:

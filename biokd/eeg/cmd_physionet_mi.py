@@ -12,9 +12,7 @@ from ..commands._shared import (
     QUIET,
     SCHEDULER,
     SET,
-    check_out_folder,
-    parse_subjects,
-    print_build_summary,
+    run_preprocess,
 )
 
 
@@ -29,15 +27,22 @@ def preprocess(
     quiet: bool = QUIET,
 ) -> None:
     """Preprocess PhysioNet EEG Motor Movement/Imagery into 4-class windows (CBraMod's protocol by default)."""
-    from ..config import load_config
     from .physionet_mi import PhysionetMIProtocol, preprocess_physionet_mi
 
-    protocol = load_config(PhysionetMIProtocol, None, set_)
-    numbers = parse_subjects(subjects) if subjects else None
-    check_out_folder(out)
-    where = {"progress": not quiet, "scheduler": scheduler}
-    preprocess_physionet_mi(root, out, numbers, protocol, jobs=jobs, skip_bad=skip_bad, **where)
-    print_build_summary(out, "PhysioNet-MI", _notes)
+    run_preprocess(
+        PhysionetMIProtocol,
+        preprocess_physionet_mi,
+        "PhysioNet-MI",
+        _notes,
+        root,
+        out,
+        subjects,
+        jobs,
+        skip_bad,
+        set_,
+        scheduler,
+        quiet,
+    )
 
 
 def _notes(report: dict) -> list[str]:
