@@ -513,7 +513,7 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
             )
             for name, out in preds.items()
         }
-        differences = paired_differences(data.task, preds, cfg.n_boot)
+        differences = paired_differences(data.task, preds, cfg.n_boot, reports)
         router = router_weights(distiller, data.test) if distiller.routers else None
         metrics: dict[str, Any] = {
             **reports,
@@ -538,8 +538,11 @@ def distill(cfg: RunConfig, out: str | Path, restart: bool = False) -> dict[str,
 PAIRS = (("student (distilled)", "student (alone)"), ("student (distilled)", "teacher"))
 
 
-def paired_differences(task: Task, preds: dict[str, Any], n_boot: int) -> dict[str, Any]:
-    """Paired intervals over subjects of "distilled minus alone" and "student minus teacher" (class tasks)."""
+def paired_differences(
+    task: Task, preds: dict[str, Any], n_boot: int, reports: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Paired intervals over subjects of "distilled minus alone" and "student minus teacher" (class tasks);
+    each model decides at the threshold its report used (binary tasks choose one per model on validation)."""
     if task.kind == "forecasting":
         return {}
     from .metrics.classification import paired_difference_ci
@@ -549,10 +552,15 @@ def paired_differences(task: Task, preds: dict[str, Any], n_boot: int) -> dict[s
     for a, b in PAIRS:
         if a in preds and b in preds:
             (oa, y, subjects), (ob, _, _) = preds[a], preds[b]
-            out[f"{a} − {b}"] = paired_difference_ci(
-                metrics, y, task.probabilities(oa), task.probabilities(ob), subjects, n_boot=n_boot
-            )
+            pa, pb = (_decider(task, (reports or {}).get(m)).decision_probabilities(o) for m, o in ((a, oa), (b, ob)))
+            out[f"{a} − {b}"] = paired_difference_ci(metrics, y, pa, pb, subjects, n_boot=n_boot)
     return out
+
+
+def _decider(task: Task, report: dict[str, Any] | None) -> Any:
+    """The task deciding at the threshold a model's report chose (the task itself when there is none)."""
+    threshold = (report or {}).get("threshold")
+    return task if threshold is None else type(task)(task.target, threshold)
 
 
 def _device(cfg: RunConfig) -> torch.device:

@@ -98,6 +98,8 @@ class Classification(Task):
     def probabilities(self, outputs: np.ndarray) -> np.ndarray:
         return torch.softmax(torch.as_tensor(outputs, dtype=torch.float64), 1).numpy()
 
+    decision_probabilities = probabilities
+
     def report(self, outputs, targets, subjects, *, n_boot=1000, seed=0):
         from .metrics.classification import classification_report
 
@@ -155,12 +157,10 @@ class Binary(Task):
 
         p = self.probabilities(outputs)
         prob = np.stack([1 - p, p], 1)
-        # A monotone map that sends the threshold to 0.5: AUROC is unchanged and argmax decides at ``threshold``.
-        thr = self.threshold
-        q = np.where(p < thr, 0.5 * p / max(thr, 1e-12), 0.5 + 0.5 * (p - thr) / max(1 - thr, 1e-12))
         rep = classification_report(
-            targets, np.stack([1 - q, q], 1), subjects, class_names=self.target.classes, n_boot=n_boot, seed=seed
-        )
+            targets, self.decision_probabilities(outputs), subjects, class_names=self.target.classes,
+            n_boot=n_boot, seed=seed,
+        )  # fmt: skip
         from sklearn.metrics import roc_auc_score, roc_curve
 
         y = np.asarray(targets)
@@ -181,6 +181,13 @@ class Binary(Task):
     def output_contract(self):
         return {"output": "logit", "shape": [1], "positive_class": self.target.positive, "threshold": self.threshold}
 
+    def decision_probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` class probabilities mapped monotonically so that 0.5 falls at ``threshold``: AUROC is
+        unchanged and an argmax decides as the threshold does (a tie is negative)."""
+        p, thr = self.probabilities(outputs), self.threshold
+        q = np.where(p <= thr, 0.5 * p / max(thr, 1e-12), 0.5 + 0.5 * (p - thr) / max(1 - thr, 1e-12))
+        return np.stack([1 - q, q], 1)
+
     def with_threshold_from(self, outputs: np.ndarray, targets: np.ndarray) -> Binary:
         """A copy deciding at the threshold that maximises Youden's J (sensitivity + specificity − 1) on these
         (validation) outputs; unchanged when they hold one class only."""
@@ -191,7 +198,8 @@ class Binary(Task):
             return self
         fpr, tpr, thresholds = roc_curve(y, self.probabilities(outputs))
         best = int(np.argmax(tpr - fpr))
-        chosen = Binary(self.target, float(np.clip(thresholds[best], 1e-6, 1 - 1e-6)))
+        # roc_curve counts p >= threshold as positive; this task decides p > threshold: step just below it
+        chosen = Binary(self.target, float(np.clip(np.nextafter(thresholds[best], 0.0), 1e-6, 1 - 1e-6)))
         chosen.threshold_source = "Youden's J on validation"
         return chosen
 
