@@ -125,6 +125,9 @@ def test_manifest_shard_paths_stay_in_the_folder(tmp_path: Path) -> None:
     (out / "manifest.csv").write_text(manifest)
     with pytest.raises(DataError, match="outside the shards/ folder"):
         ShardDataset(out)
+    (out / "manifest.csv").write_text(manifest.replace("shards/../../etc", "shards/s1").replace(",1\n", ",7\n"))
+    with pytest.raises(DataError, match="rows of shards/s1 fall outside its 2 items"):
+        ShardDataset(out)
 
 
 def test_spec_is_checked() -> None:

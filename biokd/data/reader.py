@@ -98,6 +98,12 @@ class ShardDataset(Dataset):
             arrays = [str(k) for k in meta.get("arrays", [])]
             if bad := [k for k in arrays if not SAFE_NAME.match(k)]:
                 raise DataError(side, f"unsafe array names {bad}")
+            rows = self.manifest.loc[self.manifest["shard"] == shard, "row"]
+            n_items = meta.get("n_items")
+            if not isinstance(n_items, int) or (len(rows) and not (rows.min() >= 0 and rows.max() < n_items)):
+                raise DataError(
+                    self.root / "manifest.csv", f"rows of {shard} fall outside its {n_items} items: preprocess again"
+                )
             found[str(shard)] = arrays
         return found
 
